@@ -1,0 +1,100 @@
+"""Speed benchmark: every variant on the same clip in one run, end to end and per stage.
+
+    python -m editor.bench --json runs/bench.json
+
+For every variant, at 256x256 (``--size``), ``--frames`` frames: end-to-end ms per frame and fps (video decode, edit,
+video encode), the split per stage (``video_io``, ``encode``, ``unet``, ``decode``), UNet passes per frame, and GFLOPs
+per frame counted with ``torch.utils.flop_counter`` (autoencoder encode + decode, UNet steps). Ratios between
+variants are only meaningful within one run: absolute times on shared machines drift.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from editor import scenes, video_io
+from editor.layout import frames_to_images
+from editor.loading import load_family
+from editor.pipeline import Editor, EditRequest
+from editor.variants import available_variants
+
+
+def gflops(fn) -> float:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops() / 1e9
+
+
+def flops_per_frame(editor: Editor, frame: np.ndarray, request: EditRequest) -> dict:
+    """GFLOPs for one frame: autoencoder encode and decode, and the whole sampling loop (all UNet passes)."""
+    fam = editor.family
+    images = frames_to_images(frame[None])
+    enc = gflops(lambda: fam.encode(images))
+    latents = fam.encode(images)
+    dec = gflops(lambda: fam.decode(latents))
+    total = gflops(lambda: editor.edit_frames(frame[None], request))
+    return {"encode": enc, "decode": dec, "unet": total - enc - dec, "total": total}
+
+
+def bench_variant(editor: Editor, clip_path: Path, request: EditRequest, out_dir: Path, size: int) -> dict:
+    frames = video_io.read_clip(clip_path, short_side=size, multiple=editor.family.size_multiple).frames
+    editor.edit_frames(frames[:1], request)  # warm-up (allocations, caches) outside the timing
+    result = editor.edit_video(clip_path, out_dir / f"{request.variant}.mp4", request, short_side=size,
+                               max_frames=len(frames))
+    row = result.summary()
+    row["gflops_per_frame"] = flops_per_frame(editor, frames[0], request)
+    row["steps"] = request.steps if result.unet_passes else 0
+    return row
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--model", default=None)
+    p.add_argument("--variants", default=None, help="comma-separated; default: every available variant")
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--instruction", default="make it look like it was filmed at night")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    family = load_family(a.model)
+    editor = Editor(family)
+    variants = a.variants.split(",") if a.variants else available_variants(family)
+    steps = a.steps or family.default_steps
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = Path(tmp) / "bench.mp4"
+        frames = scenes.eval_clips(a.frames, (a.size, a.size), n_procedural=1)["procedural_0"]
+        video_io.write_clip(frames, 8.0, clip)
+        rows = {v: bench_variant(editor, clip, EditRequest(a.instruction, family.default_guidance, steps=steps,
+                                                           variant=v), Path(tmp), a.size) for v in variants}
+    report = {"settings": {"size": a.size, "frames": a.frames, "steps": steps, "threads": torch.get_num_threads(),
+                           "model": family.name}, "variants": rows}
+    print_table(report)
+    if a.json:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(json.dumps(report, indent=1))
+    return report
+
+
+def print_table(report: dict) -> None:
+    print(f"{'variant':<28}{'ms/frame':>10}{'fps':>8}{'io':>8}{'enc':>8}{'unet':>10}{'dec':>8}{'passes':>8}"
+          f"{'GFLOPs':>10}")
+    for name, r in report["variants"].items():
+        s = r["stage_ms_per_frame"]
+        print(f"{name:<28}{r['ms_per_frame']:>10.1f}{r['fps']:>8.2f}{s['video_io']:>8.1f}{s['encode']:>8.1f}"
+              f"{s['unet']:>10.1f}{s['decode']:>8.1f}{r['unet_passes_per_frame']:>8}"
+              f"{r['gflops_per_frame']['total']:>10.2f}")
+
+
+if __name__ == "__main__":
+    torch.set_grad_enabled(False)
+    main()

@@ -1,0 +1,209 @@
+"""The procedural edit benchmark: run variants on a folder of clips for every edit family, score against exact targets.
+
+    python -m editor.evaluate --clips data/eval_clips --json runs/eval.json
+
+For every clip in ``--clips`` and every chosen edit family, one instruction is taken from the family's paraphrases
+(``--paraphrases``; rotating over clips so every paraphrase is used) or from ``--instructions FILE``. Every variant
+edits the clip with the same seed; the metrics (DESIGN.md section 5) are
+
+* ``instruction_accuracy``: share of edits whose output is nearer (PSNR) to the requested family's target than to
+  every other family's target;
+* ``psnr_to_target``: PSNR of the output to the exact target clip;
+* ``psnr_to_reference``: PSNR to the teacher's output at the same seed, steps and scales (``null`` for the teacher);
+* ``flicker_ratio``: mean absolute frame-to-frame change of the output over that of the target clip;
+
+with per-edit breakdowns, accuracy split by seen / held-out paraphrase, and ``autoencoder_psnr`` of the family (on the
+clips' source frames).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from editor import edits, metrics, video_io
+from editor.edits import N_SEEN
+from editor.guidance import Guidance
+from editor.layout import frames_to_images, images_to_frames
+from editor.loading import load_family
+from editor.pipeline import Editor, EditRequest
+from editor.variants import available_variants
+
+VIDEO_EXTS = {".mp4", ".mov", ".webm", ".mkv", ".avi", ".gif", ".m4v"}
+
+
+@dataclass(frozen=True)
+class Task:
+    clip: str
+    family: str
+    instruction: str
+    split: str  # seen | held-out | custom
+
+
+def list_clips(folder: Path) -> list[Path]:
+    clips = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in VIDEO_EXTS)
+    if not clips:
+        raise SystemExit(f"no video files in {folder}")
+    return clips
+
+
+def make_tasks(clips: list[str], families: list[str], paraphrases: str, custom: dict | None) -> list[Task]:
+    """One task per (clip, family); instructions rotate over the chosen paraphrases so all of them are used."""
+    tasks = []
+    for ci, clip in enumerate(clips):
+        for fi, fam in enumerate(families):
+            if custom is not None:
+                texts = custom[fam] if isinstance(custom[fam], list) else [custom[fam]]
+                tasks.append(Task(clip, fam, texts[(ci + fi) % len(texts)], "custom"))
+                continue
+            allp = edits.get_family(fam).paraphrases
+            idx = {"seen": range(N_SEEN), "held-out": range(N_SEEN, len(allp)), "all": range(len(allp))}[paraphrases]
+            k = list(idx)[(ci + fi) % len(idx)]
+            tasks.append(Task(clip, fam, allp[k], "seen" if k < N_SEEN else "held-out"))
+    return tasks
+
+
+def autoencoder_psnr(family, clips: dict[str, np.ndarray]) -> dict:
+    """Reconstruction PSNR of the family's autoencoder on each clip's source frames."""
+    per = {}
+    for name, frames in clips.items():
+        rec = images_to_frames(family.decode(family.encode(frames_to_images(frames))))
+        per[name] = metrics.psnr(rec, frames)
+    return {"mean": metrics.mean_or_none(per.values()), "per_clip": per}
+
+
+def score(outputs: dict, tasks: list[Task], sources: dict, seed: int, reference: str | None) -> dict:
+    """Metrics per variant from ``outputs[(variant, task)]``."""
+    targets = {}
+    for clip, frames in sources.items():
+        targets[clip] = {k: f.apply(frames, seed) for k, f in edits.FAMILIES.items()}
+    report = {}
+    for variant in {v for v, _ in outputs}:
+        rows = []
+        for t in tasks:
+            out, tgt = outputs[(variant, t)], targets[t.clip][t.family]
+            ref = outputs.get((reference, t)) if reference and variant != reference else None
+            rows.append({"clip": t.clip, "edit": t.family, "instruction": t.instruction, "split": t.split,
+                         "hit": metrics.instruction_hit(out, t.family, targets[t.clip]),
+                         "psnr_to_target": metrics.psnr(out, tgt),
+                         "psnr_to_reference": metrics.psnr(out, ref) if ref is not None else None,
+                         "flicker_ratio": metrics.flicker_ratio(out, tgt)})
+        report[variant] = summarise(rows)
+    return report
+
+
+def summarise(rows: list[dict]) -> dict:
+    def agg(rs):
+        return {"instruction_accuracy": float(np.mean([r["hit"] for r in rs])),
+                "psnr_to_target": metrics.mean_or_none(r["psnr_to_target"] for r in rs),
+                "psnr_to_reference": metrics.mean_or_none(r["psnr_to_reference"] for r in rs),
+                "flicker_ratio": metrics.mean_or_none(r["flicker_ratio"] for r in rs), "n": len(rs)}
+    out = agg(rows)
+    out["per_edit"] = {e: agg([r for r in rows if r["edit"] == e]) for e in dict.fromkeys(r["edit"] for r in rows)}
+    out["per_split"] = {s: agg([r for r in rows if r["split"] == s]) for s in dict.fromkeys(r["split"] for r in rows)}
+    out["rows"] = rows
+    return out
+
+
+def print_table(report: dict, file=sys.stdout) -> None:
+    cols = ("instruction_accuracy", "psnr_to_target", "psnr_to_reference", "flicker_ratio")
+    fmt = lambda v: "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+    print(f"{'variant':<28}" + "".join(f"{c:>22}" for c in cols), file=file)
+    for name, r in report["variants"].items():
+        print(f"{name:<28}" + "".join(f"{fmt(r[c]):>22}" for c in cols), file=file)
+        for s, rs in r["per_split"].items():
+            print(f"  paraphrases {s:<14}" + "".join(f"{fmt(rs[c]):>22}" for c in cols), file=file)
+    for name, r in report["variants"].items():
+        print(f"\nper edit, {name}:", file=file)
+        for e, rs in r["per_edit"].items():
+            print(f"  {e:<26}" + "".join(f"{fmt(rs[c]):>22}" for c in cols), file=file)
+    ae = report["autoencoder_psnr"]
+    print(f"\nautoencoder_psnr: {fmt(ae['mean'])} dB  " + ", ".join(f"{k} {v:.2f}" for k, v in ae["per_clip"].items()),
+          file=file)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--clips", type=Path, help="folder of video files")
+    p.add_argument("--json", type=Path, help="write the report here")
+    p.add_argument("--model", default=None, help="embedded family folder (default) or InstructPix2Pix hub id/folder")
+    p.add_argument("--size", type=int, default=256, help="short side of the working size")
+    p.add_argument("--frames", type=int, default=16)
+    p.add_argument("--steps", type=int, default=None, help="default: the family's")
+    p.add_argument("--text-guidance", type=float, default=None)
+    p.add_argument("--image-guidance", type=float, default=None)
+    p.add_argument("--variants", default=None, help="comma-separated; default: every available variant")
+    p.add_argument("--edits", default=None, help="comma-separated family ids; default: all")
+    p.add_argument("--paraphrases", choices=("seen", "held-out", "all"), default="all")
+    p.add_argument("--instructions", type=Path, default=None, help="JSON {family id: text or [texts]}")
+    p.add_argument("--list-edits", action="store_true", help="print the family ids and paraphrases, then exit")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    if not a.list_edits and a.clips is None:
+        p.error("--clips is required")
+    return a
+
+
+def list_edits() -> None:
+    for fam in edits.FAMILIES.values():
+        print(fam.id)
+        for i, para in enumerate(fam.paraphrases):
+            print(f"    [{'seen' if i < N_SEEN else 'held-out'}] {para}")
+
+
+def load_sources(clips: list[Path], size: int, frames: int, multiple: int) -> dict[str, np.ndarray]:
+    return {c.name: video_io.read_clip(c, short_side=size, max_frames=frames, multiple=multiple).frames for c in clips}
+
+
+def main(argv=None) -> dict | None:
+    a = parse_args(argv)
+    if a.list_edits:
+        list_edits()
+        return None
+    family = load_family(a.model)
+    editor = Editor(family)
+    custom = json.loads(a.instructions.read_text()) if a.instructions else None
+    fams = a.edits.split(",") if a.edits else (list(custom) if custom else list(edits.FAMILIES))
+    for f in fams:
+        edits.get_family(f)
+    variants = a.variants.split(",") if a.variants else available_variants(family)
+    sources = load_sources(list_clips(a.clips), a.size, a.frames, family.size_multiple)
+    tasks = make_tasks(list(sources), fams, a.paraphrases, custom)
+    g = family.default_guidance
+    guidance = Guidance(text=a.text_guidance or g.text, image=a.image_guidance or g.image)
+    steps = a.steps or family.default_steps
+    outputs, seconds = run_tasks(editor, tasks, sources, variants, guidance, steps, a.seed)
+    report = {"settings": {"clips": str(a.clips), "size": a.size, "frames": a.frames, "steps": steps,
+                           "guidance": {"text": guidance.text, "image": guidance.image}, "seed": a.seed,
+                           "paraphrases": a.paraphrases, "instructions": str(a.instructions) if custom else None,
+                           "model": family.name},
+              "variants": score(outputs, tasks, sources, a.seed, "teacher" if "teacher" in variants else None),
+              "autoencoder_psnr": autoencoder_psnr(family, sources), "seconds": seconds}
+    print_table(report)
+    if a.json:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(json.dumps(report, indent=1))
+    return report
+
+
+def run_tasks(editor, tasks, sources, variants, guidance, steps, seed):
+    outputs, seconds = {}, {v: 0.0 for v in variants}
+    for t in tqdm(tasks, desc="edits"):
+        for v in variants:
+            t0 = time.perf_counter()
+            req = EditRequest(t.instruction, guidance, steps=steps, seed=seed, variant=v)
+            outputs[(v, t)] = editor.edit_frames(sources[t.clip], req).frames
+            seconds[v] += time.perf_counter() - t0
+    return outputs, seconds
+
+
+if __name__ == "__main__":
+    torch.set_grad_enabled(False)
+    main()

@@ -1,0 +1,43 @@
+"""Quality metrics of the procedural edit benchmark (DESIGN.md section 5). All take ``uint8 T H W 3`` clips."""
+from __future__ import annotations
+
+import numpy as np
+
+from editor.layout import check_frames
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB over whole clips (one MSE over all pixels; 100 dB for identical clips)."""
+    if a.shape != b.shape:
+        raise ValueError(f"shape mismatch {a.shape} vs {b.shape}")
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 100.0 if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
+
+
+def temporal_change(frames: np.ndarray) -> float:
+    """Mean absolute change between consecutive frames (0..255)."""
+    check_frames(frames)
+    if len(frames) < 2:
+        return 0.0
+    return float(np.mean(np.abs(np.diff(frames.astype(np.float32), axis=0))))
+
+
+def flicker_ratio(output: np.ndarray, target: np.ndarray) -> float:
+    """Temporal change of the output relative to that of the target clip (1.0 = as steady as the exact edit)."""
+    ref = temporal_change(target)
+    return temporal_change(output) / max(ref, 1e-6)
+
+
+def nearest_family(output: np.ndarray, targets: dict[str, np.ndarray]) -> str:
+    """The family whose target is nearest (highest PSNR) to ``output``."""
+    return max(targets, key=lambda k: psnr(output, targets[k]))
+
+
+def instruction_hit(output: np.ndarray, requested: str, targets: dict[str, np.ndarray]) -> bool:
+    """True when ``output`` is nearer to the requested family's target than to every other family's target."""
+    return nearest_family(output, targets) == requested
+
+
+def mean_or_none(xs) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return float(np.mean(xs)) if xs else None

@@ -1,0 +1,154 @@
+"""The editing engine: clip -> frames -> latents -> sampler -> latents -> frames -> MP4, timed per stage.
+
+``Editor.edit_frames`` reads like a table of contents; each step is a short function. Frames go through the sampler
+in chunks of at most ``chunk`` frames, so memory stays bounded for long clips; when a clip needs several chunks the
+anchor frame of cross-frame attention is prepended to each chunk, so every chunk attends to the same anchor.
+"""
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from editor import video_io
+from editor.guidance import Conditioning, Guidance
+from editor.layout import check_frames, frames_to_images, images_to_frames
+from editor.loading import ModelFamily
+from editor.sampling import StepInfo, initial_noise, sample
+from editor.variants import Variant, get_variant
+
+
+@dataclass(frozen=True)
+class EditRequest:
+    """One edit, as the user set it."""
+
+    instruction: str
+    guidance: Guidance = Guidance()
+    steps: int = 20
+    seed: int = 0
+    variant: str = "teacher"
+    cross_frame: bool = True
+    chunk: int = 16
+
+    def __post_init__(self):
+        if not self.instruction.strip():
+            raise ValueError("the instruction is empty")
+        if self.steps < 1 or self.chunk < 1:
+            raise ValueError("steps and chunk must be at least 1")
+
+
+@dataclass
+class Timings:
+    """Seconds per stage; ``stage()`` accumulates into a named field."""
+
+    video_io: float = 0.0
+    encode: float = 0.0
+    unet: float = 0.0
+    decode: float = 0.0
+
+    @contextmanager
+    def stage(self, name: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            setattr(self, name, getattr(self, name) + time.perf_counter() - t0)
+
+    @property
+    def total(self) -> float:
+        return self.video_io + self.encode + self.unet + self.decode
+
+
+@dataclass
+class EditResult:
+    frames: np.ndarray                  # uint8 T H W 3
+    request: EditRequest
+    timings: Timings
+    unet_passes: int                    # UNet forward passes per frame
+    fps: float | None = None
+    output_path: str | None = None
+    notes: tuple[str, ...] = ()
+    extra: dict = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        """Speed figures per frame, for the UI and the benchmark."""
+        n = len(self.frames)
+        t = self.timings
+        return {"frames": n, "ms_per_frame": 1000 * t.total / n, "fps": n / t.total if t.total else None,
+                "unet_passes_per_frame": self.unet_passes,
+                "stage_ms_per_frame": {k: 1000 * getattr(t, k) / n for k in ("video_io", "encode", "unet", "decode")}}
+
+
+Progress = Callable[[int, int], None]  # (units done, units total)
+
+
+class Editor:
+    """Edits clips with one model family; stateless between calls (each call builds its own denoiser state)."""
+
+    def __init__(self, family: ModelFamily):
+        self.family = family
+
+    def edit_frames(self, frames: np.ndarray, request: EditRequest, progress: Progress | None = None,
+                    timings: Timings | None = None) -> EditResult:
+        """Edit ``uint8 T H W 3`` frames; returns the edited frames with timings."""
+        check_frames(frames)
+        variant = get_variant(request.variant)
+        timings = timings or Timings()
+        with timings.stage("encode"):
+            source = self.family.encode(frames_to_images(frames))
+            text, empty = self._instruction(request.instruction, len(frames))
+        with timings.stage("unet"):
+            latents = self._sample_chunks(variant, source, text, empty, request, progress)
+        with timings.stage("decode"):
+            out = images_to_frames(self._decode(latents))
+        return EditResult(out, request, timings, variant.passes_per_step(self.family) * variant.steps(request))
+
+    def edit_video(self, path: str | Path, out_path: str | Path, request: EditRequest,
+                   limits: video_io.VideoLimits = video_io.VideoLimits(), short_side: int = 256,
+                   max_frames: int | None = None, progress: Progress | None = None) -> EditResult:
+        """Read ``path``, edit it, write an H.264 MP4 with the source's audio to ``out_path``."""
+        timings = Timings()
+        with timings.stage("video_io"):
+            clip = video_io.read_clip(path, short_side=short_side, limits=limits, max_frames=max_frames,
+                                      multiple=self.family.size_multiple)
+        result = self.edit_frames(clip.frames, request, progress, timings)
+        with timings.stage("video_io"):
+            video_io.write_clip(result.frames, clip.fps, out_path, audio_from=str(path) if clip.has_audio else None)
+        return replace(result, fps=clip.fps, output_path=str(out_path), notes=clip.notes)
+
+    def _instruction(self, instruction: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        states = self.family.text_encoder([instruction, ""])
+        return states[0:1].expand(n, -1, -1), states[1:2].expand(n, -1, -1)
+
+    def _decode(self, latents: torch.Tensor, batch: int = 16) -> torch.Tensor:
+        return torch.cat([self.family.decode(latents[i:i + batch]) for i in range(0, len(latents), batch)])
+
+    def _sample_chunks(self, variant: Variant, source, text, empty, request: EditRequest,
+                       progress: Progress | None) -> torch.Tensor:
+        n = len(source)
+        anchor = n // 2
+        chunks = [list(range(i, min(n, i + request.chunk))) for i in range(0, n, request.chunk)]
+        steps = variant.steps(request)
+        noise = initial_noise(tuple(source.shape[1:]), request.seed, 1)
+        out = torch.empty_like(source)
+        for k, idx in enumerate(chunks):
+            idx_run = idx if (anchor in idx or len(chunks) == 1) else [anchor] + idx
+            cond = Conditioning(source=self.family.condition(source[idx_run]), text=text[idx_run],
+                                empty=empty[idx_run], guidance=request.guidance,
+                                anchor=idx_run.index(anchor) if request.cross_frame else None)
+            model = variant.denoiser(self.family)
+            cb = _chunk_callback(progress, k, len(chunks), steps)
+            x = sample(model, noise.expand(len(idx_run), *noise.shape[1:]), cond, self.family.scheduler, steps, cb)
+            out[idx] = x[len(idx_run) - len(idx):]
+        return out
+
+
+def _chunk_callback(progress: Progress | None, chunk: int, chunks: int, steps: int):
+    if progress is None:
+        return None
+    return lambda info: progress(chunk * steps + info.step + 1, chunks * steps)

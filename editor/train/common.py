@@ -1,0 +1,100 @@
+"""Shared training loop plumbing for every stage: accelerate, resumable checkpoints, loss logs, progress bars.
+
+Each stage script gives a model, an optimiser, a ``loss(step, rng)`` function and a ``save(dir)`` function; this
+module runs the same loop on one CPU or many GPUs (``accelerate launch``), checkpoints every ``save_every`` steps,
+resumes from the last checkpoint, and appends one JSON line a log interval to ``OUT/train_log.jsonl``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    out: str
+    steps: int
+    lr: float
+    warmup: int = 50
+    save_every: int = 200
+    log_every: int = 20
+    seed: int = 0
+    max_minutes: float | None = None  # stop early (and save) after this wall time; the log says so
+
+    def __post_init__(self):
+        if self.steps <= 0 or self.lr <= 0:
+            raise ValueError("steps and lr must be positive")
+
+
+def cosine_lr(cfg: LoopConfig) -> Callable[[int], float]:
+    """Linear warm-up then cosine decay to 10%, as a LambdaLR factor."""
+    def f(step: int) -> float:
+        if step < cfg.warmup:
+            return (step + 1) / cfg.warmup
+        p = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, p)))
+    return f
+
+
+def _state_dir(cfg: LoopConfig) -> Path:
+    return Path(cfg.out) / "checkpoint"
+
+
+def _load_step(cfg: LoopConfig) -> int:
+    f = _state_dir(cfg) / "step.json"
+    return json.loads(f.read_text())["step"] if f.exists() else 0
+
+
+def run_loop(cfg: LoopConfig, model: torch.nn.Module, params, loss_fn: Callable[[int], dict],
+             save_fn: Callable[[torch.nn.Module, Path], None]) -> int:
+    """Train ``model`` for ``cfg.steps`` steps of ``loss_fn(step) -> {'loss': tensor, ...}``; returns the last step.
+
+    Resumes from ``OUT/checkpoint`` when present; saves there and calls ``save_fn`` every ``save_every`` steps.
+    """
+    acc = Accelerator()
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_lr(cfg))
+    model, opt, sched = acc.prepare(model, opt, sched)
+    start = _load_step(cfg)
+    if start:
+        acc.load_state(str(_state_dir(cfg)))
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = open(out / "train_log.jsonl", "a")
+    t0, bar = time.time(), tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not acc.is_main_process)
+    step = start
+    for step in bar:
+        terms = loss_fn(step)
+        acc.backward(terms["loss"])
+        acc.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
+        timed_out = cfg.max_minutes is not None and (time.time() - t0) / 60 > cfg.max_minutes
+        if step % cfg.log_every == 0 or step == cfg.steps - 1:
+            row = {"step": step, "lr": sched.get_last_lr()[0], "sec": round(time.time() - t0, 1)}
+            row.update({k: float(torch.as_tensor(v).detach()) for k, v in terms.items()})
+            log.write(json.dumps(row) + "\n"); log.flush()
+            bar.set_postfix(loss=f"{row['loss']:.4f}")
+        if (step + 1) % cfg.save_every == 0 or step == cfg.steps - 1 or timed_out:
+            _checkpoint(acc, cfg, model, step + 1, save_fn)
+        if timed_out:
+            log.write(json.dumps({"step": step, "stopped": f"max_minutes={cfg.max_minutes}"}) + "\n")
+            break
+    log.close()
+    return step + 1
+
+
+def _checkpoint(acc: Accelerator, cfg: LoopConfig, model, step: int, save_fn) -> None:
+    acc.wait_for_everyone()
+    if not acc.is_main_process:
+        return
+    acc.save_state(str(_state_dir(cfg)))
+    (_state_dir(cfg) / "step.json").write_text(json.dumps({"step": step}))
+    save_fn(acc.unwrap_model(model), Path(cfg.out))

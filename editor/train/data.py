@@ -1,0 +1,61 @@
+"""Latent training pools shared by the diffusion training stages.
+
+A pool holds, for ``n`` training frames (``editor.scenes``), the scaled latent of the source frame and of its target
+under every edit family (``editor.edits``), encoded once with the frozen autoencoder and cached on disk.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from editor import edits, scenes
+from editor.layout import frames_to_images
+
+
+@dataclass
+class LatentPool:
+    sources: torch.Tensor  # N C h w
+    targets: torch.Tensor  # N F C h w, F = len(families)
+    families: tuple[str, ...]
+
+    def crop(self, idx: torch.Tensor, fam: torch.Tensor, size: int, g: torch.Generator):
+        """Source and target latents of the pairs ``(idx, fam)``, cropped to the same random ``size`` window."""
+        h, w = self.sources.shape[-2:]
+        src, tgt = self.sources[idx], self.targets[idx, fam]
+        if size >= h:
+            return src, tgt
+        y = int(torch.randint(0, h - size + 1, (1,), generator=g))
+        x = int(torch.randint(0, w - size + 1, (1,), generator=g))
+        return src[..., y:y + size, x:x + size], tgt[..., y:y + size, x:x + size]
+
+
+@torch.no_grad()
+def encode_frames(ae, frames: np.ndarray, batch: int = 32) -> torch.Tensor:
+    """Scaled latents of ``uint8 T H W 3`` frames."""
+    sf = ae.config.scaling_factor
+    return torch.cat([ae.encode(frames_to_images(frames[i:i + batch])).latents * sf for i in range(0, len(frames), batch)])
+
+
+def build_pool(ae, n: int, seed: int, cache: Path | None = None) -> LatentPool:
+    """The pool for ``n`` training frames; loaded from ``cache`` when it exists, written there otherwise."""
+    if cache is not None and cache.exists():
+        d = torch.load(cache)
+        return LatentPool(d["sources"], d["targets"], tuple(d["families"]))
+    frames = scenes.training_frames(n, seed=seed)
+    fams = tuple(edits.FAMILIES)
+    rng = np.random.default_rng(seed + 7)
+    sources = encode_frames(ae, frames)
+    targets = []
+    for f in tqdm(frames, desc="encoding edit targets"):
+        seed_f = int(rng.integers(1 << 30))
+        tgt = np.stack([edits.FAMILIES[k].apply(f[None], seed_f)[0] for k in fams])
+        targets.append(encode_frames(ae, tgt))
+    pool = LatentPool(sources, torch.stack(targets), fams)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"sources": pool.sources, "targets": pool.targets, "families": list(fams)}, cache)
+    return pool

@@ -1,0 +1,110 @@
+"""Train the embedded InstructPix2Pix teacher (MoViE sections 3.1-3.2) on the procedural edit world.
+
+The UNet sees ``concat(noisy target latent, source latent)`` and the MiniLM states of a *seen* paraphrase. As in
+InstructPix2Pix (Brooks et al. 2023, section 3.4) the instruction and the source are each dropped for ``--drop`` of the
+examples and both together for another ``--drop``, so the three branches of MoViE Eq. 1 are all trained. v-prediction
+(Salimans & Ho 2022) with min-SNR-5 loss weights (Hang et al. 2023). Most steps use random 16x16 latent windows (the
+edits are local or pointwise, so windows teach the same maps 4x cheaper); every ``--full-every``-th step the full frame.
+
+    python -m editor.train.teacher --out runs/teacher --export data/models/embedded
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderTiny, DDPMScheduler
+
+from editor import edits
+from editor.family import TeacherConfig, config_dict
+from editor.text_encoder import MiniLMEncoder
+from editor.train.common import LoopConfig, run_loop
+from editor.train.data import build_pool
+
+
+def noise_scheduler(prediction_type: str = "v_prediction") -> DDPMScheduler:
+    """The training noise schedule (Stable Diffusion's scaled-linear betas, 1000 steps)."""
+    return DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                         prediction_type=prediction_type, clip_sample=False)
+
+
+def instruction_bank(text_encoder) -> tuple[torch.Tensor, torch.Tensor]:
+    """States of every seen paraphrase, ``F P L D``, and of the empty instruction, ``L D``."""
+    fams = list(edits.FAMILIES.values())
+    prompts = [p for f in fams for p in f.instructions("seen")]
+    states = text_encoder(prompts)
+    return states.view(len(fams), -1, *states.shape[1:]), text_encoder([""])[0]
+
+
+def diffusion_loss(unet, sched, x0, cond, text, g) -> dict:
+    """v-prediction MSE with min-SNR-5 weights; ``x0`` target latents, ``cond`` source latents."""
+    b = x0.shape[0]
+    t = torch.randint(0, sched.config.num_train_timesteps, (b,), generator=g)
+    noise = torch.randn(x0.shape, generator=g)
+    xt = sched.add_noise(x0, noise, t)
+    v = sched.get_velocity(x0, noise, t)
+    pred = unet(torch.cat([xt, cond], 1), t, text).sample
+    snr = (sched.alphas_cumprod[t] / (1 - sched.alphas_cumprod[t]))
+    w = snr.clamp(max=5.0) / (snr + 1)
+    mse = (pred - v).pow(2).mean(dim=(1, 2, 3))
+    return {"loss": (w * mse).mean(), "mse": mse.mean().detach()}
+
+
+def drop_conditions(cond, text, empty, p: float, g):
+    """IP2P conditioning dropout: instruction only, source only, or both, each with probability ``p``."""
+    u = torch.rand(cond.shape[0], generator=g)
+    drop_text = (u < p) | (u >= 1 - p)
+    drop_img = (u >= p) & (u < 2 * p) | (u >= 1 - p)
+    text = torch.where(drop_text[:, None, None], empty.expand_as(text), text)
+    cond = cond * (~drop_img).float()[:, None, None, None]
+    return cond, text
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="runs/teacher")
+    p.add_argument("--export", default="data/models/embedded", help="family folder: reads autoencoder/, writes unet/")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--crop", type=int, default=16, help="latent window side for most steps")
+    p.add_argument("--full-every", type=int, default=4)
+    p.add_argument("--lr", type=float, default=6e-4)
+    p.add_argument("--pool", type=int, default=600)
+    p.add_argument("--drop", type=float, default=0.08)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-minutes", type=float, default=None)
+    a = p.parse_args(argv)
+    torch.manual_seed(a.seed)
+    export = Path(a.export)
+    ae = AutoencoderTiny.from_pretrained(export / "autoencoder").eval()
+    pool = build_pool(ae, a.pool, a.seed + 100, cache=Path(a.out) / "pool.pt")
+    bank, empty = instruction_bank(MiniLMEncoder())
+    cfg = TeacherConfig(latent_channels=pool.sources.shape[1], sample_size=pool.sources.shape[-1])
+    unet, sched = cfg.build(), noise_scheduler(cfg.prediction_type)
+    g = torch.Generator().manual_seed(a.seed)
+
+    def loss_fn(step):
+        full = (step % a.full_every) == a.full_every - 1
+        b = a.batch // 4 if full else a.batch
+        idx = torch.randint(len(pool.sources), (b,), generator=g)
+        fam = torch.randint(len(pool.families), (b,), generator=g)
+        par = torch.randint(bank.shape[1], (b,), generator=g)
+        cond, x0 = pool.crop(idx, fam, cfg.sample_size if full else a.crop, g)
+        cond, text = drop_conditions(cond, bank[fam, par], empty, a.drop, g)
+        return diffusion_loss(unet, sched, x0, cond, text, g)
+
+    def save_fn(model, out: Path):
+        model.save_pretrained(export / "unet")
+        sched.save_pretrained(export / "scheduler")
+        (export / "unet" / "training.json").write_text(json.dumps(
+            {"config": config_dict(cfg), "args": vars(a), "families": list(pool.families)}, indent=1))
+
+    loop = LoopConfig(out=a.out, steps=a.steps, lr=a.lr, seed=a.seed, warmup=100, save_every=100,
+                      max_minutes=a.max_minutes)
+    run_loop(loop, unet, unet.parameters(), loss_fn, save_fn)
+
+
+if __name__ == "__main__":
+    main()

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
+from diffusers import AutoencoderKL, AutoencoderTiny, DDIMScheduler, UNet2DConditionModel
 from diffusers.schedulers import SchedulerMixin
 
 from editor.cross_frame_attention import apply_cross_frame_attention
@@ -134,7 +134,7 @@ def _load_ip2p(source: str, autoencoder: str | Path | None) -> ModelFamily:
         ae = AutoencoderKL.from_pretrained(source, subfolder="vae")
     text = CLIPEncoder(CLIPTokenizer.from_pretrained(source, subfolder="tokenizer"),
                        CLIPTextModel.from_pretrained(source, subfolder="text_encoder"))
-    sched_cfg = SchedulerMixin.load_config(source, subfolder="scheduler")
+    sched_cfg = DDIMScheduler.load_config(source, subfolder="scheduler")
     return ModelFamily(name=Path(source).name, unet=unet, autoencoder=ae, text_encoder=CachedEncoder(text),
                        scheduler=make_scheduler(sched_cfg), latent_scale=float(ae.config.scaling_factor),
                        condition_scale=1.0 / pipe_scale)

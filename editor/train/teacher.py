@@ -19,6 +19,7 @@ from diffusers import AutoencoderTiny, DDPMScheduler
 
 from editor import edits
 from editor.family import TeacherConfig, config_dict
+from editor.loading import FAMILY_INDEX, write_family_index
 from editor.text_encoder import MiniLMEncoder
 from editor.train.common import LoopConfig, run_loop
 from editor.train.data import build_pool
@@ -98,6 +99,8 @@ def main(argv=None):
     def save_fn(model, out: Path):
         model.save_pretrained(export / "unet")
         sched.save_pretrained(export / "scheduler")
+        if not (export / FAMILY_INDEX).exists():
+            write_family_index(export, name="embedded", default_steps=20)
         (export / "unet" / "training.json").write_text(json.dumps(
             {"config": config_dict(cfg), "args": vars(a), "families": list(pool.families)}, indent=1))
 

@@ -179,10 +179,25 @@ def write_eval_clips(folder: Path, n_frames: int = 16, fps: float = 8.0) -> list
     return written
 
 
+def write_train_clips(folder: Path, n: int = 3, n_frames: int = 8, fps: float = 8.0) -> list[Path]:
+    """Pans over *training* photos: for tuning defaults (guidance scales) without touching evaluation clips."""
+    from editor import video_io
+
+    rng = np.random.default_rng(7)
+    photos = real_photos("train")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return [Path(video_io.write_clip(camera_clip(photos[int(rng.integers(len(photos)))], CameraPath.random(rng),
+                                                 n_frames), fps, folder / f"train_pan_{k}.mp4")) for k in range(n)]
+
+
 if __name__ == "__main__":
     import argparse
 
-    p = argparse.ArgumentParser(description="Write the evaluation clips (never used for training).")
-    p.add_argument("--write-eval", type=Path, default=Path("data/eval_clips"))
-    for path in write_eval_clips(p.parse_args().write_eval):
-        print(path)
+    p = argparse.ArgumentParser(description="Write evaluation clips (never used for training) or tuning clips.")
+    p.add_argument("--write-eval", type=Path, default=None)
+    p.add_argument("--write-train", type=Path, default=None, help="pans over training photos, for tuning")
+    a = p.parse_args()
+    paths = (write_eval_clips(a.write_eval) if a.write_eval else []) + \
+        (write_train_clips(a.write_train) if a.write_train else [])
+    print("\n".join(map(str, paths)))

@@ -1,0 +1,382 @@
+"""Rating store (SQLite in tmp_path) and rating statistics.  No torch, no Gradio."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import random
+import threading
+
+import numpy as np
+import pytest
+from scipy.optimize import minimize
+from sqlalchemy import text
+
+from editor.ratings import (
+    VOTE_COLUMNS, DuplicateVote, Store, VoteIn, bootstrap_bt, bradley_terry, elo, pair_key, pairwise_table,
+    per_instruction, wilson_interval,
+)
+
+CLIP = hashlib.sha256(b"clip-0").hexdigest()
+
+
+def make_vote(rater="rater-1", i=0, choice="A", **kw) -> VoteIn:
+    base = dict(rater_id=rater, clip_hash=CLIP, instruction="make it snow", variant_a="teacher",
+                variant_b="clockwork", params_a={"steps": 20, "s_T": 7.5, "s_I": 1.5},
+                params_b={"steps": 20, "s_T": 7.5, "s_I": 1.5, "clockwork": True}, seed_a=i, seed_b=i,
+                timings_a={"total_s": 1.25}, timings_b={"total_s": 0.75}, shown_left="B", choice=choice,
+                decide_ms=1500, session_id="sess-1", app_version="0.1.0")
+    base.update(kw)
+    return VoteIn(**base)
+
+
+@pytest.fixture
+def db_url(tmp_path):
+    return f"sqlite:///{tmp_path / 'ratings.db'}"
+
+
+@pytest.fixture
+def store(db_url):
+    s = Store(db_url)
+    yield s
+    s.close()
+
+
+# ------------------------------------------------------------------------------------------------ store
+
+
+def test_add_and_read_votes(store):
+    ids = [store.add_vote(make_vote(i=i, choice=c)) for i, c in enumerate(["A", "B", "tie", "both_bad"])]
+    rows = store.votes()
+    assert [r["id"] for r in rows] == ids
+    assert store.count_votes() == 4
+    r = rows[0]
+    assert tuple(r) == VOTE_COLUMNS
+    assert r["params_b"] == {"steps": 20, "s_T": 7.5, "s_I": 1.5, "clockwork": True}
+    assert r["timings_a"] == {"total_s": 1.25}
+    assert r["created_at"].utcoffset().total_seconds() == 0
+    assert (r["rater_id"], r["shown_left"], r["choice"], r["decide_ms"], r["seed_a"]) == ("rater-1", "B", "A", 1500, 0)
+    assert r["pair_key"] == make_vote(i=0).content_key()
+    assert store.has_voted("rater-1", r["pair_key"])
+    assert not store.has_voted("rater-2", r["pair_key"])
+    assert store.count_votes(rater_id="rater-2") == 0
+
+
+def test_duplicate_vote_raises_and_leaves_one_row(store):
+    store.add_vote(make_vote(choice="A"))
+    with pytest.raises(DuplicateVote):
+        store.add_vote(make_vote(choice="B", decide_ms=10))
+    assert isinstance(DuplicateVote(), ValueError)
+    rows = store.votes()
+    assert len(rows) == 1 and rows[0]["choice"] == "A"
+    store.add_vote(make_vote(rater="rater-2"))  # another rater may vote on the same pair
+    assert store.count_votes() == 2
+
+
+@pytest.mark.parametrize("bad", [dict(choice="C"), dict(shown_left="left"), dict(decide_ms=-1), dict(rater_id=""),
+                                 dict(rater_id="   "), dict(clip_hash="nothex"), dict(variant_a="")])
+def test_vote_validation(bad):
+    with pytest.raises(ValueError):
+        make_vote(**bad)
+
+
+def test_pair_key_canonical():
+    a, b = {"name": "teacher", "params": {"steps": 20, "s_T": 7.5}}, {"name": "clockwork", "params": {"steps": 4}}
+    k = pair_key(CLIP, "snow", a, b)
+    assert len(k) == 64 and int(k, 16) >= 0
+    assert k == pair_key(CLIP, "snow", {"params": {"s_T": 7.5, "steps": 20.0}, "name": "teacher"}, b)
+    assert k != pair_key(CLIP, "snow", b, a)  # A/B are canonical: order matters
+    assert k != pair_key(CLIP, "rain", a, b)
+    assert make_vote(i=1).pair_key != make_vote(i=2).pair_key  # seeds are part of the comparison
+
+
+def test_sqlite_pragmas(store):
+    with store.engine.connect() as c:
+        assert c.execute(text("PRAGMA journal_mode")).scalar().lower() == "wal"
+        assert c.execute(text("PRAGMA foreign_keys")).scalar() == 1
+        assert c.execute(text("PRAGMA busy_timeout")).scalar() == 30000
+
+
+def test_csv_export_round_trip(store, tmp_path):
+    store.add_vote(make_vote(i=0, instruction='quote " and, comma\nnewline'))
+    store.add_vote(make_vote(i=1, choice="tie", timings_b=None))
+    expected = [{c: Store.csv_cell(c, v) for c, v in r.items()} for r in store.votes()]
+    path = tmp_path / "votes.csv"
+    assert store.export_csv(path) == 2
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        assert tuple(reader.fieldnames) == VOTE_COLUMNS
+        got = list(reader)
+    assert got == expected
+    assert got[0]["instruction"] == 'quote " and, comma\nnewline'
+    assert got[1]["timings_b"] == ""
+    assert json.loads(got[0]["params_b"])["clockwork"] is True
+    buf = io.StringIO()
+    store.export_csv(buf)
+    assert list(csv.DictReader(io.StringIO(buf.getvalue()))) == expected
+
+
+def test_concurrent_writers_distinct_pairs(db_url):
+    n_threads, per_thread = 8, 25
+    barrier = threading.Barrier(n_threads)
+    errors = []
+
+    def work(t):
+        try:
+            barrier.wait()
+            s = Store(db_url)  # separate Store (engine, pool) per thread on the same file
+            for i in range(per_thread):
+                s.add_vote(make_vote(rater=f"r{t}", i=i, choice="AB"[i % 2]))
+            s.close()
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(n_threads)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == []
+    with Store(db_url) as s:
+        assert s.count_votes() == n_threads * per_thread
+        assert len({r["id"] for r in s.votes()}) == n_threads * per_thread
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_concurrent_same_pair_one_row(db_url, shared):
+    Store(db_url).close()
+    one = Store(db_url) if shared else None
+    barrier = threading.Barrier(4)
+    ok, dup, other = [], [], []
+
+    def work():
+        s = one or Store(db_url)
+        barrier.wait()
+        try:
+            ok.append(s.add_vote(make_vote(rater="same", i=7)))
+        except DuplicateVote:
+            dup.append(1)
+        except Exception as e:  # noqa: BLE001
+            other.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert other == []
+    assert len(ok) == 1 and len(dup) == 3
+    with Store(db_url) as s:
+        assert s.count_votes() == 1
+
+
+def test_studies_pairs_and_rater_flags(store):
+    sid = store.create_study("pilot", {"clips": ["a.mp4"], "variants": ["teacher", "clockwork"]})
+    assert store.studies()[0]["manifest"]["variants"] == ["teacher", "clockwork"]
+    ids = store.add_study_pairs(sid, [
+        dict(clip_path="a.mp4", instruction="snow", variant_a="teacher", variant_b="clockwork",
+             params={"steps": 20}, rendered_a="a_t.mp4", rendered_b="a_c.mp4"),
+        dict(clip_path="a.mp4", instruction="snow", variant_a="teacher", variant_b="broken",
+             rendered_a="a_t.mp4", rendered_b="a_x.mp4", is_gold=True, gold_bad_side="B"),
+        dict(clip_path="b.mp4", instruction="rain", variant_a="broken", variant_b="teacher",
+             is_gold=True, gold_bad_side="A"),
+    ])
+    pairs = store.study_pairs(sid)
+    assert [p["id"] for p in pairs] == ids
+    assert [p["is_gold"] for p in pairs] == [False, True, True]
+    assert pairs[0]["params"] == {"steps": 20} and pairs[1]["gold_bad_side"] == "B"
+    with pytest.raises(ValueError):
+        store.add_study_pairs(sid, [dict(clip_path="c.mp4", instruction="x", variant_a="a", variant_b="b",
+                                         is_gold=True)])  # gold without a bad side
+    with pytest.raises(ValueError):
+        store.add_study_pairs("no-such-study", [dict(clip_path="c.mp4", instruction="x", variant_a="a",
+                                                     variant_b="b")])
+    with pytest.raises(ValueError):  # the same pair twice in one study
+        store.add_study_pairs(sid, [{k: pairs[0][k] for k in ("clip_path", "instruction", "variant_a",
+                                                               "variant_b", "params")}])
+
+    def vote(rater, pair, choice):
+        return store.add_vote(make_vote(rater=rater, pair_id=pair["id"], study_id=sid, choice=choice,
+                                        instruction=pair["instruction"], variant_a=pair["variant_a"],
+                                        variant_b=pair["variant_b"]))
+
+    vote("good", pairs[0], "A"); vote("good", pairs[1], "A"); vote("good", pairs[2], "B")
+    vote("sloppy", pairs[1], "B"); vote("sloppy", pairs[2], "B")     # fails 1 of 2
+    vote("once", pairs[2], "A")                                      # fails 1 of 1
+    vote("tied", pairs[1], "tie"); vote("tied", pairs[2], "both_bad")  # not picking the broken side
+    vote("nogold", pairs[0], "B")
+    with pytest.raises(DuplicateVote):
+        vote("good", pairs[1], "B")
+    assert store.votes(sid)[0]["pair_key"] == pairs[0]["pair_key"]
+    assert store.count_votes(sid) == 9 and store.count_votes() == 9
+    flags = store.rater_flags(sid)
+    assert flags["good"] == {"gold_seen": 2, "gold_failed": 0, "careless": False}
+    assert flags["sloppy"] == {"gold_seen": 2, "gold_failed": 1, "careless": True}
+    assert flags["once"] == {"gold_seen": 1, "gold_failed": 1, "careless": True}
+    assert flags["tied"] == {"gold_seen": 2, "gold_failed": 0, "careless": False}
+    assert flags["nogold"] == {"gold_seen": 0, "gold_failed": 0, "careless": False}
+    # a vote naming a study pair must agree with it
+    with pytest.raises(ValueError):
+        store.add_vote(make_vote(rater="x", pair_id=pairs[0]["id"], study_id="other-study"))
+    with pytest.raises(ValueError):
+        store.add_vote(make_vote(rater="x", pair_id=10_000))
+
+
+def test_foreign_key_enforced(store):
+    from sqlalchemy.exc import IntegrityError
+
+    with pytest.raises(IntegrityError):
+        store.add_vote(make_vote(study_id="no-such-study"))
+    assert store.count_votes() == 0
+
+
+def test_database_url_env(monkeypatch, tmp_path):
+    url = f"sqlite:///{tmp_path / 'sub' / 'env.db'}"
+    monkeypatch.setenv("DATABASE_URL", url)
+    with Store() as s:
+        assert s.url == url
+        s.add_vote(make_vote())
+    assert (tmp_path / "sub" / "env.db").exists()
+
+
+# ------------------------------------------------------------------------------------------------ stats
+
+
+def synthetic_votes(seed=0, n=200):
+    """A beats B 80 %, B beats C 80 %, A beats C 90 %, with some ties; canonical sides randomised."""
+    rng = random.Random(seed)
+    votes = []
+    for (x, y, p) in [("A", "B", 0.8), ("B", "C", 0.8), ("A", "C", 0.9)]:
+        for _ in range(n):
+            u = rng.random()
+            outcome = "tie" if u > 0.95 else ("x" if u < p * 0.95 else "y")
+            if rng.random() < 0.5:
+                a, b, choice = x, y, {"x": "A", "y": "B", "tie": "tie"}[outcome]
+            else:
+                a, b, choice = y, x, {"x": "B", "y": "A", "tie": "tie"}[outcome]
+            votes.append({"variant_a": a, "variant_b": b, "choice": choice, "instruction": f"i{len(votes) % 2}"})
+    return votes
+
+
+def test_wilson_interval():
+    lo, hi = wilson_interval(8, 10)
+    assert lo == pytest.approx(0.4902, abs=5e-4) and hi == pytest.approx(0.9433, abs=5e-4)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    lo, hi = wilson_interval(5, 10)
+    assert lo == pytest.approx(1 - hi) and lo < 0.5 < hi
+    assert wilson_interval(0, 5)[0] == 0.0 and wilson_interval(5, 5)[1] == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        wilson_interval(11, 10)
+
+
+def test_pairwise_table():
+    votes = [
+        {"variant_a": "teacher", "variant_b": "clockwork", "choice": "A"},
+        {"variant_a": "clockwork", "variant_b": "teacher", "choice": "A"},
+        {"variant_a": "clockwork", "variant_b": "teacher", "choice": "B"},
+        {"variant_a": "teacher", "variant_b": "clockwork", "choice": "tie"},
+        {"variant_a": "teacher", "variant_b": "clockwork", "choice": "both_bad"},
+        {"variant_a": "teacher", "variant_b": "teacher", "choice": "A"},  # self-pair: ignored
+    ]
+    (row,) = pairwise_table(votes)
+    assert (row["variant_a"], row["variant_b"]) == ("clockwork", "teacher")
+    assert (row["n"], row["wins_a"], row["wins_b"], row["ties"], row["both_bad"]) == (5, 1, 2, 1, 1)
+    assert row["win_rate_a"] == pytest.approx((1 + 1) / 5)
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx(wilson_interval(2.0, 5))
+    with pytest.raises(ValueError):
+        pairwise_table([{"variant_a": "a", "variant_b": "b", "choice": "left"}])
+    by = per_instruction(synthetic_votes())
+    assert list(by) == ["i0", "i1"]
+    assert sum(r["n"] for t in by.values() for r in t) == 600
+
+
+def bt_reference(votes):
+    """Independent BT fit: maximise the log-likelihood with ties as half a win each side, then centre."""
+    names = sorted({v["variant_a"] for v in votes} | {v["variant_b"] for v in votes})
+    ix = {n: i for i, n in enumerate(names)}
+    a = np.array([ix[v["variant_a"]] for v in votes])
+    b = np.array([ix[v["variant_b"]] for v in votes])
+    sa = np.array([{"A": 1.0, "B": 0.0}.get(v["choice"], 0.5) for v in votes])
+
+    def nll(s):
+        d = s[a] - s[b]
+        return -np.sum(sa * -np.logaddexp(0, -d) + (1 - sa) * -np.logaddexp(0, d))
+
+    def grad(s):
+        d = s[a] - s[b]
+        r = sa - 1 / (1 + np.exp(-d))
+        g = np.zeros_like(s)
+        np.add.at(g, a, -r)
+        np.add.at(g, b, r)
+        return g
+
+    res = minimize(nll, np.zeros(len(names)), jac=grad, method="BFGS", options={"gtol": 1e-10})
+    s = res.x - res.x.mean()
+    return dict(zip(names, s))
+
+
+def test_bradley_terry_order_invariance_and_reference():
+    votes = synthetic_votes()
+    bt = bradley_terry(votes)
+    assert bt["A"] > bt["B"] > bt["C"]
+    assert sum(bt.values()) == pytest.approx(0, abs=1e-9)
+    shuffled = votes[:]
+    random.Random(1).shuffle(shuffled)
+    bt2 = bradley_terry(shuffled)
+    assert all(bt2[k] == pytest.approx(bt[k], abs=1e-9) for k in bt)
+    ref = bt_reference(votes)
+    assert all(abs(bt[k] - ref[k]) < 1e-3 for k in bt), (bt, ref)
+    # explicit prior=0 is the same MLE here; Elo mapping
+    assert bradley_terry(votes, prior=0)["A"] == pytest.approx(bt["A"], abs=1e-9)
+    e = elo(bt)
+    assert e["A"] - e["B"] == pytest.approx(400 / math.log(10) * (bt["A"] - bt["B"]))
+
+
+def test_bradley_terry_degenerate_data():
+    one_sided = [{"variant_a": "x", "variant_b": "y", "choice": "A"}] * 3
+    bt = bradley_terry(one_sided)  # MLE does not exist: falls back to a small prior, stays finite
+    assert math.isfinite(bt["x"]) and bt["x"] > bt["y"]
+    with pytest.raises(ValueError):
+        bradley_terry(one_sided, prior=0)
+    assert bradley_terry([]) == {}
+    # two groups never compared with each other: each centred on its own
+    votes = [{"variant_a": "p", "variant_b": "q", "choice": c} for c in "AAB"] + \
+            [{"variant_a": "r", "variant_b": "s", "choice": c} for c in "ABB"]
+    bt = bradley_terry(votes)
+    assert bt["p"] + bt["q"] == pytest.approx(0, abs=1e-9) and bt["r"] + bt["s"] == pytest.approx(0, abs=1e-9)
+    assert bt["p"] == pytest.approx(math.log(2) / 2, abs=1e-6)
+
+
+def test_bootstrap_bt():
+    votes = synthetic_votes(n=60)
+    out = bootstrap_bt(votes, n_boot=200, seed=0)
+    bt = bradley_terry(votes)
+    assert set(out) == {"A", "B", "C"}
+    for name, (score, low, high) in out.items():
+        assert score == pytest.approx(bt[name], abs=1e-9)
+        assert low <= score <= high and high - low > 0
+    assert out["A"][1] > out["C"][2]  # A clearly above C
+    assert bootstrap_bt(votes, n_boot=50, seed=3) == bootstrap_bt(votes, n_boot=50, seed=3)
+
+
+def test_retries_when_locked(store):
+    from sqlalchemy.exc import OperationalError
+
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise OperationalError("INSERT ...", {}, Exception("database is locked"))
+        return "done"
+
+    store.backoff_s = 0.001
+    assert store._retrying(flaky) == "done" and len(calls) == 3
+
+    def other():
+        raise OperationalError("SELECT ...", {}, Exception("no such table: votes"))
+
+    with pytest.raises(OperationalError):
+        store._retrying(other)

@@ -19,7 +19,7 @@ from editor import video_io
 from editor.guidance import Conditioning, Guidance
 from editor.layout import check_frames, frames_to_images, images_to_frames
 from editor.loading import ModelFamily
-from editor.sampling import StepInfo, initial_noise, sample
+from editor.sampling import initial_noise, sample
 from editor.variants import Variant, get_variant
 
 

@@ -9,7 +9,6 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
 def make_tiny_family(folder, seed: int = 0):

@@ -1,0 +1,111 @@
+"""Multimodal guidance distillation of the embedded teacher (MMG; MoViE section 3.4): a one-pass student.
+
+The student (``editor.mmg.student_from_teacher``: the teacher's UNet plus a zero-initialised guidance-embedding
+projection) learns, by plain MSE, to match in ONE pass the teacher's 3-pass guided prediction (MoViE Eq. 1, computed
+without gradients) on the same noisy input, for per-sample scales ``s_T ~ U[2, 14]``, ``s_I ~ U[1, 3]``:
+
+    x_t = add_noise(target latent, noise, t),  t ~ U{0..999}
+    loss = || student(x_t, t, source, instruction, emb(s_T, s_I)) - Eq.1(teacher; x_t, t, source, instruction) ||^2
+
+Data: the teacher's latent pool (``editor.train.data.build_pool``, same seed rule as ``editor.train.teacher``; pass
+``--pool-cache runs/teacher/pool.pt`` to reuse the teacher's cached pool) with the *seen* paraphrases, no conditioning
+dropout (the teacher's three branches already supply the unconditional directions). Most steps use random
+``--crop`` latent windows, every ``--full-every``-th step full frames at a quarter of the batch, as for the teacher.
+
+Reads ``EXPORT/unet`` (teacher) and ``EXPORT/autoencoder``; writes ``EXPORT/student_mmg`` (``save_pretrained``, with
+``training.json``), which ``editor.loading.load_family`` picks up as ``family.extras["student_mmg"]``.
+Resumable: rerun the same command (``OUT/checkpoint``).
+
+    python -m editor.train.mmg --out runs/mmg --export data/models/embedded
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderTiny, UNet2DConditionModel
+
+from editor.mmg import EMBED_DIM, TRAIN_IMAGE_RANGE, TRAIN_TEXT_RANGE, guidance_embedding, mmg_target, \
+    student_from_teacher
+from editor.text_encoder import MiniLMEncoder
+from editor.train.common import LoopConfig, run_loop
+from editor.train.data import build_pool
+from editor.train.teacher import instruction_bank, noise_scheduler
+
+STUDENT_DIR = "student_mmg"
+
+
+def _uniform(lo: float, hi: float, n: int, g: torch.Generator) -> torch.Tensor:
+    return lo + (hi - lo) * torch.rand(n, generator=g)
+
+
+def mmg_loss(student, teacher, sched, x0, source, text, empty, s_t, s_i, g) -> dict:
+    """MSE between the student's one-pass prediction and the teacher's guided prediction on the same ``x_t``."""
+    b, dev = x0.shape[0], student.device
+    t = torch.randint(0, sched.config.num_train_timesteps, (b,), generator=g)
+    noise = torch.randn(x0.shape, generator=g)
+    xt = sched.add_noise(x0, noise, t)
+    xt, t, source, text, empty = (v.to(dev) for v in (xt, t, source, text, empty))
+    s_t, s_i = s_t.to(dev), s_i.to(dev)
+    target = mmg_target(teacher, xt, t, source, text, empty, s_t, s_i)
+    emb = guidance_embedding(s_t, s_i, student.config.time_cond_proj_dim).to(dev, xt.dtype)
+    pred = student(torch.cat([xt, source], 1), t, text, timestep_cond=emb).sample
+    mse = (pred - target).pow(2).mean()
+    return {"loss": mse, "target_rms": target.pow(2).mean().sqrt().detach()}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="runs/mmg")
+    p.add_argument("--export", default="data/models/embedded",
+                   help="family folder: reads unet/ (teacher) and autoencoder/, writes student_mmg/")
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--crop", type=int, default=16, help="latent window side for most steps")
+    p.add_argument("--full-every", type=int, default=4)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--pool", type=int, default=600)
+    p.add_argument("--pool-cache", default=None, help="pool cache file (default OUT/pool.pt)")
+    p.add_argument("--embed-dim", type=int, default=EMBED_DIM)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-minutes", type=float, default=None)
+    a = p.parse_args(argv)
+    torch.manual_seed(a.seed)
+    export = Path(a.export)
+    teacher = UNet2DConditionModel.from_pretrained(export / "unet").eval().requires_grad_(False)
+    ae = AutoencoderTiny.from_pretrained(export / "autoencoder").eval()
+    pool = build_pool(ae, a.pool, a.seed + 100, cache=Path(a.pool_cache or Path(a.out) / "pool.pt"))
+    bank, empty = instruction_bank(MiniLMEncoder())
+    student = student_from_teacher(teacher, a.embed_dim).train()
+    sched = noise_scheduler()  # only add_noise is used: the betas, not the prediction type, matter here
+    full_size = pool.sources.shape[-1]
+    g = torch.Generator().manual_seed(a.seed)
+
+    def loss_fn(step):
+        if teacher.device != student.device:  # accelerate moved the student
+            teacher.to(student.device)
+        full = (step % a.full_every) == a.full_every - 1
+        b = max(1, a.batch // 4) if full else a.batch
+        idx = torch.randint(len(pool.sources), (b,), generator=g)
+        fam = torch.randint(len(pool.families), (b,), generator=g)
+        par = torch.randint(bank.shape[1], (b,), generator=g)
+        source, x0 = pool.crop(idx, fam, full_size if full else a.crop, g)
+        s_t = _uniform(*TRAIN_TEXT_RANGE, b, g)
+        s_i = _uniform(*TRAIN_IMAGE_RANGE, b, g)
+        return mmg_loss(student, teacher, sched, x0, source, bank[fam, par], empty, s_t, s_i, g)
+
+    def save_fn(model, out: Path):
+        model.save_pretrained(export / STUDENT_DIR)
+        (export / STUDENT_DIR / "training.json").write_text(json.dumps(
+            {"method": "MMG (MoViE section 3.4)", "args": vars(a), "text_range": list(TRAIN_TEXT_RANGE),
+             "image_range": list(TRAIN_IMAGE_RANGE), "families": list(pool.families)}, indent=1))
+
+    loop = LoopConfig(out=a.out, steps=a.steps, lr=a.lr, seed=a.seed, warmup=100, save_every=100,
+                      max_minutes=a.max_minutes)
+    run_loop(loop, student, student.parameters(), loss_fn, save_fn)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""Multimodal guidance distillation (MoViE section 3.4): the student's construction, denoiser, target and training."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from editor.guidance import Conditioning, Guidance, ThreePassGuidance, unet_kwargs
+from editor.mmg import MMGDenoiser, guidance_embedding, mmg_target, student_from_teacher
+from editor.sampling import make_scheduler, sample
+
+SCALES = [(1.0, 1.0), (7.5, 1.5), (14.0, 3.0), (2.0, 2.7)]
+
+
+def _inputs(b=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, 4, 8, 8, generator=g)
+    source = torch.randn(b, 4, 8, 8, generator=g)
+    text = torch.randn(b, 5, 384, generator=g)
+    empty = torch.randn(5, 384, generator=g)
+    t = torch.tensor([900, 37])[:b]
+    return x, t, source, text, empty
+
+
+@pytest.fixture(scope="module")
+def student(tiny_family):
+    return student_from_teacher(tiny_family.unet)
+
+
+def test_guidance_embedding_shape_and_distinct():
+    e = guidance_embedding(torch.tensor([7.5, 7.5, 8.0, 7.5]), torch.tensor([1.5, 1.6, 1.5, 1.5]), 64)
+    assert e.shape == (4, 64)
+    assert torch.equal(e[0], e[3])
+    assert not torch.allclose(e[0], e[1]) and not torch.allclose(e[0], e[2]) and not torch.allclose(e[1], e[2])
+    # the text half moves with s_T only, the image half with s_I only
+    assert torch.equal(e[0, 32:], e[2, 32:]) and not torch.equal(e[0, :32], e[2, :32])
+    assert torch.equal(e[0, :32], e[1, :32]) and not torch.equal(e[0, 32:], e[1, 32:])
+    assert guidance_embedding(3.0, 2.0, 16).shape == (1, 16)
+    with pytest.raises(ValueError):
+        guidance_embedding(3.0, 2.0, 15)
+
+
+def test_student_config_and_zero_init(tiny_family, student):
+    assert student.config.time_cond_proj_dim == 256
+    assert student.time_embedding.cond_proj.bias is None
+    assert torch.count_nonzero(student.time_embedding.cond_proj.weight) == 0
+    assert {type(p) for p in student.attn_processors.values()} == \
+        {type(p) for p in tiny_family.unet.attn_processors.values()}
+    with pytest.raises(ValueError):
+        student_from_teacher(student)
+
+
+@pytest.mark.parametrize("s_t,s_i", SCALES)
+def test_zero_init_student_is_teacher_conditional_branch(tiny_family, student, s_t, s_i):
+    x, t, source, text, _ = _inputs()
+    inp = torch.cat([x, source], 1)
+    with torch.no_grad():
+        ref = tiny_family.unet(inp, t, text).sample
+        emb = guidance_embedding(torch.full((2,), s_t), torch.full((2,), s_i), 256)
+        out = student(inp, t, text, timestep_cond=emb).sample
+        # through the denoiser, with cross-frame attention on
+        den = MMGDenoiser(student)(x, t, Conditioning(source, text, text, Guidance(s_t, s_i), anchor=1))
+        ref_cf = tiny_family.unet(inp, t, text, **unet_kwargs(1, 2, 1)).sample
+    assert torch.equal(out, ref)
+    assert torch.equal(den, ref_cf)
+
+
+def test_scales_reach_the_student_once_cond_proj_is_trained(tiny_family):
+    s = student_from_teacher(tiny_family.unet)
+    with torch.no_grad():
+        s.time_embedding.cond_proj.weight.normal_(0, 0.5)
+    x, t, source, text, empty = _inputs()
+    den = MMGDenoiser(s)
+    with torch.no_grad():
+        a = den(x, t, Conditioning(source, text, empty, Guidance(7.5, 1.5)))
+        b = den(x, t, Conditioning(source, text, empty, Guidance(12.0, 1.5)))
+    assert a.shape == x.shape and not torch.allclose(a, b)
+
+
+class _Counting(torch.nn.Module):
+    def __init__(self, unet):
+        super().__init__()
+        self.unet, self.calls, self.samples = unet, 0, 0
+
+    @property
+    def config(self):
+        return self.unet.config
+
+    def forward(self, sample, *args, **kwargs):
+        self.calls += 1
+        self.samples += sample.shape[0]
+        return self.unet(sample, *args, **kwargs)
+
+
+def test_one_pass_per_step_versus_three(tiny_family, student):
+    steps, b = 3, 2
+    x, _, source, text, empty = _inputs(b)
+    cond = Conditioning(source, text, empty.expand_as(text), Guidance(7.5, 1.5), anchor=0)
+    sched = make_scheduler(tiny_family.scheduler.config)
+    s_unet, t_unet = _Counting(student), _Counting(tiny_family.unet)
+    mmg, three = MMGDenoiser(s_unet), ThreePassGuidance(t_unet)
+    assert mmg.passes_per_step == 1 and three.passes_per_step == 3
+    sample(mmg, x, cond, sched, steps)
+    sample(three, x, cond, sched, steps)
+    assert s_unet.calls == t_unet.calls == steps
+    assert s_unet.samples == steps * b
+    assert t_unet.samples == 3 * s_unet.samples
+
+
+def test_mmg_target_unit_scales_is_conditional_prediction(tiny_family):
+    x, t, source, text, empty = _inputs()
+    with torch.no_grad():
+        cond = tiny_family.unet(torch.cat([x, source], 1), t, text).sample
+    out = mmg_target(tiny_family.unet, x, t, source, text, empty, torch.ones(2), torch.ones(2))
+    assert torch.allclose(out, cond, atol=1e-5)
+
+
+def test_mmg_target_per_sample_scales_match_three_pass(tiny_family):
+    x, t, source, text, empty = _inputs()
+    s_t, s_i = torch.tensor([3.0, 11.0]), torch.tensor([1.2, 2.5])
+    out = mmg_target(tiny_family.unet, x, t, source, text, empty, s_t, s_i)
+    assert not out.requires_grad
+    for k in range(2):
+        c = Conditioning(source[k:k + 1], text[k:k + 1], empty[None], Guidance(float(s_t[k]), float(s_i[k])))
+        with torch.no_grad():
+            ref = ThreePassGuidance(tiny_family.unet)(x[k:k + 1], t[k:k + 1], c)
+        assert torch.allclose(out[k:k + 1], ref, atol=1e-4), (out[k:k + 1] - ref).abs().max()  # batch-size rounding x s_T
+
+
+def test_train_mmg_two_steps(tmp_path, tiny_family_dir):
+    from editor.loading import load_family
+    from editor.train import mmg
+
+    fam = tmp_path / "fam"
+    shutil.copytree(tiny_family_dir, fam)
+    mmg.main(["--out", str(tmp_path / "run"), "--export", str(fam), "--steps", "2", "--pool", "2",
+              "--batch", "4", "--crop", "4", "--full-every", "2"])
+    cfg = json.loads((fam / "student_mmg" / "config.json").read_text())
+    assert cfg["time_cond_proj_dim"] == 256
+    assert json.loads((fam / "student_mmg" / "training.json").read_text())["args"]["steps"] == 2
+    rows = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert len(losses) == 2 and all(v == v and v >= 0 for v in losses)
+    family = load_family(fam)
+    st = family.extras["student_mmg"]
+    assert st.config.time_cond_proj_dim == 256
+    assert torch.count_nonzero(st.time_embedding.cond_proj.weight) > 0  # the scale path got gradients
+    x, t, source, text, empty = _inputs()
+    with torch.no_grad():
+        out = MMGDenoiser(st)(x, t, Conditioning(source, text, empty, Guidance(7.5, 1.5), anchor=1))
+    assert out.shape == x.shape and torch.isfinite(out).all()

@@ -1,0 +1,214 @@
+"""Clockwork Diffusion (arXiv 2312.08128): known-answer tests of the UNet split, the schedule and the adaptors."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from editor.clockwork import (ClockworkConfig, ClockworkDenoiser, ClockworkUNet, IdentityAdaptor, ResNetAdaptor,
+                              high_res_in, high_res_out, low_res_middle, middle_out_size, needs_upsample_size,
+                              schedule_counts, split_forward, step_flops, time_embedding)
+from editor.cross_frame_attention import apply_cross_frame_attention
+from editor.family import TeacherConfig
+from editor.guidance import Conditioning, Guidance, ThreePassGuidance, unet_kwargs
+from editor.sampling import initial_noise, sample
+
+TEXT_DIM = 384
+
+
+@pytest.fixture(scope="module")
+def unet3():
+    """A tiny UNet with the teacher's 3-level layout (DownBlock2D + 2 CrossAttnDownBlock2D), cross-frame attention."""
+    torch.manual_seed(1)
+    unet = TeacherConfig(latent_channels=4, block_out_channels=(16, 16, 32), norm_num_groups=8,
+                         attention_head_dim=8, sample_size=8).build().eval()
+    apply_cross_frame_attention(unet)
+    return unet
+
+
+@pytest.fixture(scope="module")
+def unets(tiny_family, unet3):
+    return {"tiny2": tiny_family.unet, "tiny3": unet3}
+
+
+def _inputs(unet, b=2, h=8, w=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, unet.config.in_channels, h, w, generator=g)
+    text = torch.randn(b, 5, TEXT_DIM, generator=g)
+    return x, torch.full((b,), 700), text
+
+
+def _cond(n=2, h=8, w=8, anchor=None, seed=0, guidance=Guidance(7.5, 1.5)):
+    g = torch.Generator().manual_seed(seed)
+    text = torch.randn(2, 5, TEXT_DIM, generator=g)
+    return Conditioning(source=torch.randn(n, 4, h, w, generator=g), text=text[:1].expand(n, -1, -1),
+                        empty=text[1:].expand(n, -1, -1), guidance=guidance, anchor=anchor)
+
+
+# --- the split ---------------------------------------------------------------------------------------------------
+
+# 9 x 13 and 10 x 14 are not multiples of 2 ** num_upsamplers: diffusers forwards upsample_size
+SIZES = [(12, 20), (10, 14), (9, 13)]
+
+
+@pytest.mark.parametrize("name", ["tiny2", "tiny3"])
+@pytest.mark.parametrize("size", SIZES)
+def test_split_forward_equals_the_unet(unets, name, size):
+    unet = unets[name]
+    x, t, text = _inputs(unet, 3, *size)
+    kw = unet_kwargs(3, 1, 0)  # frame layout through to the cross-frame attention processors
+    levels = range(0, len(unet.down_blocks) + 1)
+    with torch.no_grad():
+        ref = unet(x, t, text, **kw).sample
+        for level in levels:
+            got = split_forward(unet, x, t, text, split_level=level, **kw)
+            torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5, msg=f"split_level {level}")
+
+
+def test_sizes_cover_the_upsample_size_path(unets):
+    for unet in unets.values():
+        assert not needs_upsample_size(unet, (12, 20)) and needs_upsample_size(unet, (9, 13))
+    assert needs_upsample_size(unets["tiny3"], (10, 14))
+
+
+@pytest.mark.parametrize("name", ["tiny2", "tiny3"])
+def test_split_forward_given_the_true_middle_output(unets, name):
+    unet = unets[name]
+    x, t, text = _inputs(unet, 2, 10, 14)
+    with torch.no_grad():
+        ref = unet(x, t, text).sample
+        emb = time_embedding(unet, t, x)
+        r_in, skips = high_res_in(unet, x, emb, text)
+        r_out = low_res_middle(unet, r_in, emb, text, out_size=middle_out_size(unet, x, skips))
+        torch.testing.assert_close(high_res_out(unet, r_out, skips, emb, text), ref, atol=1e-5, rtol=1e-5)
+        seen = []
+        got = split_forward(unet, x, t, text, middle=lambda r: seen.append(r) or r_out)
+    assert torch.equal(seen[0], r_in)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    assert r_out.shape[2:] == skips[-1].shape[2:] and r_out.shape[1] == unet.config.block_out_channels[1]
+
+
+def _unet_with_timestep_cond():
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(sample_size=8, in_channels=8, out_channels=4, block_out_channels=(16, 32),
+                                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), layers_per_block=1,
+                                cross_attention_dim=TEXT_DIM, attention_head_dim=8, norm_num_groups=8,
+                                time_cond_proj_dim=4).eval()
+
+
+def test_timestep_cond_reaches_the_time_embedding():
+    torch.manual_seed(0)
+    unet = _unet_with_timestep_cond()
+    x, t, text = _inputs(unet, 2, 8, 8)
+    cond = torch.randn(2, 4)
+    with torch.no_grad():
+        ref = unet(x, t, text, timestep_cond=cond).sample
+        got = split_forward(unet, x, t, text, timestep_cond=cond)
+        assert not torch.allclose(ref, unet(x, t, text).sample)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+
+
+# --- the schedule --------------------------------------------------------------------------------------------------
+
+def _edit(model, tiny_family, cond, steps, seed=0, h=8, w=8):
+    x = initial_noise((4, h, w), seed, cond.source.shape[0])
+    return sample(model, x, cond, tiny_family.scheduler, steps)
+
+
+def test_clock_one_is_plain_sampling(tiny_family, unet3):
+    c = _cond(anchor=1)
+    for unet in (tiny_family.unet, unet3):
+        ref = _edit(ThreePassGuidance(unet), tiny_family, c, 2)
+        got = _edit(ClockworkDenoiser(unet, ClockworkConfig(clock=1)), tiny_family, c, 2)
+        torch.testing.assert_close(got, ref, atol=0, rtol=0)  # bit-identical
+
+
+@pytest.mark.parametrize("clock", [2, 3, 4])
+def test_full_and_adaptor_pass_counts(tiny_family, clock):
+    model = ClockworkDenoiser(tiny_family.unet, ClockworkConfig(clock=clock))
+    _edit(model, tiny_family, _cond(n=1), 8)
+    cw = model.clockwork
+    assert cw.full_passes == math.ceil(8 / clock) and cw.adaptor_passes == 8 - cw.full_passes
+    assert (cw.full_passes, cw.adaptor_passes) == schedule_counts(8, clock) and model.passes_per_step == 3
+
+
+def test_adaptor_step_reuses_the_previous_low_res_output(unet3):
+    """Identity adaptor, clock 2: step 1 is the split forward with step 0's ``r_out`` as the middle."""
+    cw = ClockworkUNet(unet3, ClockworkConfig(clock=2))
+    x0, t0, text = _inputs(unet3, 2, 10, 14, seed=0)
+    x1 = _inputs(unet3, 2, 10, 14, seed=1)[0]
+    with torch.no_grad():
+        cw(x0, t0, text)
+        r_out0 = cw._r_out
+        got = cw(x1, t0 - 100, text).sample
+        ref = split_forward(unet3, x1, t0 - 100, text, middle=lambda r: r_out0)
+        plain = unet3(x1, t0 - 100, text).sample
+    torch.testing.assert_close(got, ref, atol=0, rtol=0)
+    assert not torch.allclose(got, plain, atol=1e-4)
+    assert (cw.full_passes, cw.adaptor_passes) == (1, 1)
+
+
+def test_state_does_not_carry_over_between_clips(tiny_family):
+    cfg = ClockworkConfig(clock=2)
+    ca, cb = _cond(n=1, seed=1), _cond(n=1, seed=2)
+    alone_a = _edit(ClockworkDenoiser(tiny_family.unet, cfg), tiny_family, ca, 3, seed=1)
+    alone_b = _edit(ClockworkDenoiser(tiny_family.unet, cfg), tiny_family, cb, 3, seed=2)
+    model = ClockworkDenoiser(tiny_family.unet, cfg)
+    torch.testing.assert_close(_edit(model, tiny_family, ca, 3, seed=1), alone_a, atol=0, rtol=0)
+    with pytest.raises(ValueError, match="reset"):
+        _edit(model, tiny_family, cb, 3, seed=2)  # same wrapper, no reset: refused, not silently mixed
+    model.reset()
+    torch.testing.assert_close(_edit(model, tiny_family, cb, 3, seed=2), alone_b, atol=0, rtol=0)
+    model.reset()
+    with pytest.raises(ValueError, match="batch shape"):
+        model.clockwork(*_inputs(tiny_family.unet, 2))
+        model.clockwork(*_inputs(tiny_family.unet, 3))
+
+
+def test_wrapper_passes_the_unet_attributes_through(tiny_family):
+    cw = ClockworkUNet(tiny_family.unet)
+    assert cw.config is tiny_family.unet.config and cw.dtype == torch.float32 and cw.device.type == "cpu"
+    with pytest.raises(ValueError, match="ResNetAdaptor"):
+        ClockworkUNet(tiny_family.unet, ClockworkConfig(adaptor="trained"))
+    with pytest.raises(ValueError):
+        ClockworkConfig(clock=0)
+
+
+# --- adaptors ------------------------------------------------------------------------------------------------------
+
+def test_fresh_resnet_adaptor_is_the_identity(tiny_family, unet3):
+    adaptor = ResNetAdaptor.for_unet(unet3).eval()
+    c = _cond(h=10, w=14, anchor=0)
+    runs = [_edit(ClockworkDenoiser(unet3, cfg, a), tiny_family, c, 4, h=10, w=14)
+            for cfg, a in [(ClockworkConfig(clock=2), None), (ClockworkConfig(clock=2, adaptor="trained"), adaptor)]]
+    torch.testing.assert_close(runs[1], runs[0], atol=0, rtol=0)
+    r_in, r_prev, emb = torch.randn(2, 16, 5, 7), torch.randn(2, 16, 10, 14), torch.randn(2, 64)
+    torch.nn.init.normal_(adaptor.conv_out.weight)
+    out = adaptor(r_in, r_prev, emb)
+    assert out.shape == r_prev.shape and not torch.allclose(out, IdentityAdaptor()(r_in, r_prev, emb))
+
+
+def test_resnet_adaptor_round_trip(unet3, tmp_path):
+    adaptor = ResNetAdaptor.for_unet(unet3, split_level=1, width=8)
+    assert (adaptor.config.in_channels, adaptor.config.out_channels, adaptor.config.temb_channels) == (16, 16, 64)
+    torch.nn.init.normal_(adaptor.conv_out.weight)
+    adaptor.save_pretrained(tmp_path / "adaptor")
+    assert (tmp_path / "adaptor" / "diffusion_pytorch_model.safetensors").exists()
+    loaded = ResNetAdaptor.from_pretrained(tmp_path / "adaptor")
+    public = lambda cfg: {k: v for k, v in cfg.items() if not k.startswith("_")}
+    assert public(loaded.config) == public(adaptor.config) and loaded.config.width == 8
+    args = torch.randn(1, 16, 3, 4), torch.randn(1, 16, 5, 7), torch.randn(1, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(*args), adaptor(*args), atol=1e-5, rtol=1e-5)
+
+
+# --- cost ----------------------------------------------------------------------------------------------------------
+
+def test_adaptor_steps_cost_less(unet3):
+    for adaptor in (IdentityAdaptor(), ResNetAdaptor.for_unet(unet3)):
+        f = step_flops(unet3, adaptor, (1, 8, 16, 16))
+        assert 0 < f.adaptor < f.full
+        assert f.ratio(8, 1) == 1 and f.ratio(8, 2) < 1

@@ -49,7 +49,7 @@ def bench_variant(editor: Editor, clip_path: Path, request: EditRequest, out_dir
                                max_frames=len(frames))
     row = result.summary()
     row["gflops_per_frame"] = flops_per_frame(editor, frames[0], request)
-    row["steps"] = request.steps if result.unet_passes else 0
+    row["steps"] = request.steps
     return row
 
 

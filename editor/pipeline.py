@@ -32,14 +32,15 @@ class EditRequest:
     steps: int = 20
     seed: int = 0
     variant: str = "teacher"
+    clock: int = 2  # Clockwork variants: full UNet every clock-th step
     cross_frame: bool = True
     chunk: int = 16
 
     def __post_init__(self):
         if not self.instruction.strip():
             raise ValueError("the instruction is empty")
-        if self.steps < 1 or self.chunk < 1:
-            raise ValueError("steps and chunk must be at least 1")
+        if self.steps < 1 or self.chunk < 1 or self.clock < 1:
+            raise ValueError("steps, clock and chunk must be at least 1")
 
 
 @dataclass
@@ -106,7 +107,7 @@ class Editor:
             latents = self._sample_chunks(variant, source, text, empty, request, progress)
         with timings.stage("decode"):
             out = images_to_frames(self._decode(latents))
-        return EditResult(out, request, timings, variant.passes_per_step(self.family) * variant.steps(request))
+        return EditResult(out, request, timings, variant.unet_passes(request))
 
     def edit_video(self, path: str | Path, out_path: str | Path, request: EditRequest,
                    limits: video_io.VideoLimits = video_io.VideoLimits(), short_side: int = 256,
@@ -141,7 +142,7 @@ class Editor:
             cond = Conditioning(source=self.family.condition(source[idx_run]), text=text[idx_run],
                                 empty=empty[idx_run], guidance=request.guidance,
                                 anchor=idx_run.index(anchor) if request.cross_frame else None)
-            model = variant.denoiser(self.family)
+            model = variant.denoiser(self.family, request)
             cb = _chunk_callback(progress, k, len(chunks), steps)
             x = sample(model, noise.expand(len(idx_run), *noise.shape[1:]), cond, self.family.scheduler, steps, cb)
             out[idx] = x[len(idx_run) - len(idx):]

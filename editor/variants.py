@@ -1,16 +1,20 @@
 """The one registry of variants -- (model, schedule) pairs -- that the engine, benchmark, evaluator and UI all read.
 
-A variant names which UNet of the family runs, how it is guided, and how many steps it takes (DESIGN.md section 4).
-Distilled students and Clockwork register here as they land.
+A variant names which UNet of the family runs, how it is guided, and whether Clockwork wraps it (DESIGN.md
+section 4). A variant whose weights the loaded family lacks (a distilled student, a trained adaptor) is simply not
+available; ``available_variants(family)`` lists the rest.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
+from editor.clockwork import ClockworkConfig, ClockworkDenoiser, schedule_counts
 from editor.guidance import ThreePassGuidance
+from editor.mmg import MMGDenoiser
 
-Model = Literal["teacher"]
+Model = Literal["teacher", "mmg"]
+STUDENT_MMG = "student_mmg"
 
 
 @dataclass(frozen=True)
@@ -18,25 +22,44 @@ class Variant:
     name: str
     model: Model
     description: str
-    make_denoiser: Callable  # family -> Denoiser (a fresh one per call: no state shared between requests)
-    fixed_steps: int | None = None  # one-step students ignore the requested steps
+    clockwork: Literal["identity", "trained"] | None = None
+
+    def _unet(self, family):
+        return family.unet if self.model == "teacher" else family.extras[STUDENT_MMG]
+
+    def _wrap(self):
+        return ThreePassGuidance if self.model == "teacher" else MMGDenoiser
+
+    def denoiser(self, family, request):
+        """A fresh denoiser for one sampling run: no state is shared between clips, chunks or requests."""
+        if self.clockwork is None:
+            return self._wrap()(self._unet(family))
+        cfg = ClockworkConfig(clock=request.clock, adaptor=self.clockwork)
+        return ClockworkDenoiser(self._unet(family), cfg, adaptor=None, wrap=self._wrap())
 
     def steps(self, request) -> int:
-        return self.fixed_steps or request.steps
+        return request.steps
 
-    def denoiser(self, family):
-        return self.make_denoiser(family)
+    def passes_per_step(self) -> int:
+        return 3 if self.model == "teacher" else 1
 
-    def passes_per_step(self, family) -> int:
-        return self.make_denoiser(family).passes_per_step
+    def unet_passes(self, request) -> int:
+        """Full UNet passes per frame (Clockwork's adaptor steps are not UNet passes)."""
+        full = schedule_counts(request.steps, request.clock)[0] if self.clockwork else request.steps
+        return self.passes_per_step() * full
 
     def available(self, family) -> bool:
-        return self.model == "teacher"
+        if self.model == "mmg" and STUDENT_MMG not in family.extras:
+            return False
+        return self.clockwork != "trained"  # no trained adaptor is shipped yet
 
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in [
-    Variant("teacher", "teacher", "InstructPix2Pix teacher, 3-pass multimodal guidance (MoViE Eq. 1)",
-            lambda fam: ThreePassGuidance(fam.unet)),
+    Variant("teacher", "teacher", "InstructPix2Pix teacher, 3-pass multimodal guidance (MoViE Eq. 1)"),
+    Variant("teacher+clockwork-identity", "teacher", "teacher with Clockwork, identity adaptor (training-free)",
+            clockwork="identity"),
+    Variant("mmg", "mmg", "MMG student: guidance scales distilled into the UNet, 1 pass a step (MoViE 3.4)"),
+    Variant("mmg+clockwork-identity", "mmg", "MMG student with Clockwork, identity adaptor", clockwork="identity"),
 ]}
 
 

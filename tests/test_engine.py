@@ -206,3 +206,16 @@ def test_missing_model_folder_is_a_clear_error(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_family(tmp_path / "nowhere")
+
+
+def test_every_available_variant_edits_and_reports_its_passes(tiny_family, moving_frames):
+    from editor.variants import available_variants, get_variant
+
+    names = available_variants(tiny_family)
+    assert "teacher" in names and "teacher+clockwork-identity" in names and "mmg" not in names
+    for name in names:
+        req = EditRequest("make it night", steps=4, clock=2, variant=name)
+        out = Editor(tiny_family).edit_frames(moving_frames[:3], req)
+        assert out.frames.shape == moving_frames[:3].shape
+        assert out.unet_passes == get_variant(name).unet_passes(req)
+    assert get_variant("teacher+clockwork-identity").unet_passes(EditRequest("x", steps=8, clock=2)) == 12

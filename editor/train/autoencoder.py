@@ -59,6 +59,7 @@ def main(argv=None):
     p.add_argument("--pool", type=int, default=600, help="source frames in the pool (plus as many edited)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-minutes", type=float, default=None)
+    p.add_argument("--stop-at", type=int, default=None, help="stop after this step (the LR schedule still spans --steps)")
     a = p.parse_args(argv)
     torch.manual_seed(a.seed)
     pool = frame_pool(a.pool, a.seed)
@@ -79,7 +80,7 @@ def main(argv=None):
         model.train()
 
     cfg = LoopConfig(out=a.out, steps=a.steps, lr=a.lr, seed=a.seed, save_every=100, log_every=10,
-                     max_minutes=a.max_minutes)
+                     max_minutes=a.max_minutes, stop_at=a.stop_at)
     run_loop(cfg, ae, ae.parameters(), loss_fn, save_fn)
 
 

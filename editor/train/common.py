@@ -28,6 +28,7 @@ class LoopConfig:
     log_every: int = 20
     seed: int = 0
     max_minutes: float | None = None  # stop early (and save) after this wall time; the log says so
+    stop_at: int | None = None  # stop (and save) after this many steps, keeping the schedule of `steps`
 
     def __post_init__(self):
         if self.steps <= 0 or self.lr <= 0:
@@ -76,7 +77,8 @@ def run_loop(cfg: LoopConfig, model: torch.nn.Module, params, loss_fn: Callable[
         acc.backward(terms["loss"])
         acc.clip_grad_norm_(model.parameters(), 1.0)
         opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
-        timed_out = cfg.max_minutes is not None and (time.time() - t0) / 60 > cfg.max_minutes
+        timed_out = (cfg.max_minutes is not None and (time.time() - t0) / 60 > cfg.max_minutes) or \
+            (cfg.stop_at is not None and step + 1 >= cfg.stop_at)
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
             row = {"step": step, "lr": sched.get_last_lr()[0], "sec": round(time.time() - t0, 1)}
             row.update({k: float(torch.as_tensor(v).detach()) for k, v in terms.items()})
@@ -85,7 +87,8 @@ def run_loop(cfg: LoopConfig, model: torch.nn.Module, params, loss_fn: Callable[
         if (step + 1) % cfg.save_every == 0 or step == cfg.steps - 1 or timed_out:
             _checkpoint(acc, cfg, model, step + 1, save_fn)
         if timed_out:
-            log.write(json.dumps({"step": step, "stopped": f"max_minutes={cfg.max_minutes}"}) + "\n")
+            log.write(json.dumps({"step": step, "stopped": f"max_minutes={cfg.max_minutes}, stop_at={cfg.stop_at}"})
+                      + "\n")
             break
     log.close()
     return step + 1

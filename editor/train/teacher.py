@@ -76,6 +76,7 @@ def main(argv=None):
     p.add_argument("--drop", type=float, default=0.08)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-minutes", type=float, default=None)
+    p.add_argument("--stop-at", type=int, default=None, help="stop after this step (the LR schedule still spans --steps)")
     a = p.parse_args(argv)
     torch.manual_seed(a.seed)
     export = Path(a.export)
@@ -105,7 +106,7 @@ def main(argv=None):
             {"config": config_dict(cfg), "args": vars(a), "families": list(pool.families)}, indent=1))
 
     loop = LoopConfig(out=a.out, steps=a.steps, lr=a.lr, seed=a.seed, warmup=100, save_every=100,
-                      max_minutes=a.max_minutes)
+                      max_minutes=a.max_minutes, stop_at=a.stop_at)
     run_loop(loop, unet, unet.parameters(), loss_fn, save_fn)
 
 

@@ -163,8 +163,8 @@ def real_videos() -> list[Path]:
 
 
 def write_eval_clips(folder: Path, n_frames: int = 16, fps: float = 8.0) -> list[Path]:
-    """Write the evaluation clips: gradio's two real videos (resampled to ``fps``, short side 256) and the
-    held-out photo pans and procedural scenes of ``eval_clips``. None of these is ever used for training."""
+    """Write the evaluation clips, all real footage: gradio's two real videos (resampled to ``fps``, short side 256)
+    and camera pans over the two held-out gradio photos. None of these is ever used for training."""
     from editor import video_io
 
     folder = Path(folder)
@@ -174,7 +174,7 @@ def write_eval_clips(folder: Path, n_frames: int = 16, fps: float = 8.0) -> list
         clip = video_io.read_clip(src, short_side=256, fps=fps, multiple=32)
         # the last frames: the motion graphic opens on a flat background
         written.append(Path(video_io.write_clip(clip.frames[-n_frames:], clip.fps, folder / name, crf=16)))
-    for name, frames in eval_clips(n_frames, n_procedural=1).items():
+    for name, frames in eval_clips(n_frames, n_procedural=0).items():
         written.append(Path(video_io.write_clip(frames, fps, folder / f"{name}.mp4", crf=16)))
     return written
 

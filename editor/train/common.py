@@ -6,6 +6,7 @@ resumes from the last checkpoint, and appends one JSON line a log interval to ``
 """
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import time
@@ -33,6 +34,28 @@ class LoopConfig:
     def __post_init__(self):
         if self.steps <= 0 or self.lr <= 0:
             raise ValueError("steps and lr must be positive")
+
+
+def add_args(p: argparse.ArgumentParser, *, out: str, export_help: str, steps: int, batch: int, lr: float,
+             pool: int = 600) -> None:
+    """The options every latent-diffusion training stage shares."""
+    p.add_argument("--out", default=out, help="checkpoints, pool cache and train_log.jsonl")
+    p.add_argument("--export", default="data/models/embedded", help=export_help)
+    p.add_argument("--steps", type=int, default=steps)
+    p.add_argument("--batch", type=int, default=batch)
+    p.add_argument("--crop", type=int, default=16, help="latent window side for most steps")
+    p.add_argument("--full-every", type=int, default=4, help="every n-th step uses whole frames (batch / 4)")
+    p.add_argument("--lr", type=float, default=lr)
+    p.add_argument("--pool", type=int, default=pool, help="training frames in the latent pool")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-minutes", type=float, default=None)
+    p.add_argument("--stop-at", type=int, default=None, help="stop after this step (the LR schedule still spans --steps)")
+
+
+def loop_config(a: argparse.Namespace, **kw) -> "LoopConfig":
+    """A LoopConfig from the shared options."""
+    return LoopConfig(out=a.out, steps=a.steps, lr=a.lr, seed=a.seed, max_minutes=a.max_minutes, stop_at=a.stop_at,
+                      **kw)
 
 
 def cosine_lr(cfg: LoopConfig) -> Callable[[int], float]:

@@ -33,6 +33,18 @@ class LatentPool:
         return src[..., y:y + size, x:x + size], tgt[..., y:y + size, x:x + size]
 
 
+    def sample(self, step: int, batch: int, crop: int, full_every: int, n_paraphrases: int, g: torch.Generator):
+        """A training batch: (source latents, target latents, family ids, paraphrase ids). Every ``full_every``-th
+        step uses whole frames at a quarter of the batch (same cost as ``crop`` windows when crop is half the side)."""
+        full = (step % full_every) == full_every - 1
+        b = max(1, batch // 4) if full else batch
+        idx = torch.randint(len(self.sources), (b,), generator=g)
+        fam = torch.randint(len(self.families), (b,), generator=g)
+        par = torch.randint(n_paraphrases, (b,), generator=g)
+        source, target = self.crop(idx, fam, self.sources.shape[-1] if full else crop, g)
+        return source, target, fam, par
+
+
 @torch.no_grad()
 def encode_frames(ae, frames: np.ndarray, batch: int = 32) -> torch.Tensor:
     """Scaled latents of ``uint8 T H W 3`` frames."""

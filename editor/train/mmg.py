@@ -30,7 +30,7 @@ from diffusers import AutoencoderTiny, UNet2DConditionModel
 from editor.mmg import EMBED_DIM, TRAIN_IMAGE_RANGE, TRAIN_TEXT_RANGE, guidance_embedding, mmg_target, \
     student_from_teacher
 from editor.text_encoder import MiniLMEncoder
-from editor.train.common import LoopConfig, run_loop
+from editor.train.common import add_args, loop_config, run_loop
 from editor.train.data import build_pool
 from editor.train.teacher import instruction_bank, noise_scheduler
 
@@ -58,20 +58,10 @@ def mmg_loss(student, teacher, sched, x0, source, text, empty, s_t, s_i, g) -> d
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="runs/mmg")
-    p.add_argument("--export", default="data/models/embedded",
-                   help="family folder: reads unet/ (teacher) and autoencoder/, writes student_mmg/")
-    p.add_argument("--steps", type=int, default=1500)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--crop", type=int, default=16, help="latent window side for most steps")
-    p.add_argument("--full-every", type=int, default=4)
-    p.add_argument("--lr", type=float, default=2e-4)
-    p.add_argument("--pool", type=int, default=600)
+    add_args(p, out="runs/mmg", export_help="family folder: reads unet/ (teacher) and autoencoder/, writes student_mmg/",
+             steps=1500, batch=32, lr=2e-4)
     p.add_argument("--pool-cache", default=None, help="pool cache file (default OUT/pool.pt)")
     p.add_argument("--embed-dim", type=int, default=EMBED_DIM)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-minutes", type=float, default=None)
-    p.add_argument("--stop-at", type=int, default=None, help="stop after this step (the LR schedule still spans --steps)")
     a = p.parse_args(argv)
     torch.manual_seed(a.seed)
     export = Path(a.export)
@@ -81,18 +71,13 @@ def main(argv=None):
     bank, empty = instruction_bank(MiniLMEncoder())
     student = student_from_teacher(teacher, a.embed_dim).train()
     sched = noise_scheduler()  # only add_noise is used: the betas, not the prediction type, matter here
-    full_size = pool.sources.shape[-1]
     g = torch.Generator().manual_seed(a.seed)
 
     def loss_fn(step):
         if teacher.device != student.device:  # accelerate moved the student
             teacher.to(student.device)
-        full = (step % a.full_every) == a.full_every - 1
-        b = max(1, a.batch // 4) if full else a.batch
-        idx = torch.randint(len(pool.sources), (b,), generator=g)
-        fam = torch.randint(len(pool.families), (b,), generator=g)
-        par = torch.randint(bank.shape[1], (b,), generator=g)
-        source, x0 = pool.crop(idx, fam, full_size if full else a.crop, g)
+        source, x0, fam, par = pool.sample(step, a.batch, a.crop, a.full_every, bank.shape[1], g)
+        b = len(source)
         s_t = _uniform(*TRAIN_TEXT_RANGE, b, g)
         s_i = _uniform(*TRAIN_IMAGE_RANGE, b, g)
         return mmg_loss(student, teacher, sched, x0, source, bank[fam, par], empty, s_t, s_i, g)
@@ -103,9 +88,7 @@ def main(argv=None):
             {"method": "MMG (MoViE section 3.4)", "args": vars(a), "text_range": list(TRAIN_TEXT_RANGE),
              "image_range": list(TRAIN_IMAGE_RANGE), "families": list(pool.families)}, indent=1))
 
-    loop = LoopConfig(out=a.out, steps=a.steps, lr=a.lr, seed=a.seed, warmup=100, save_every=100,
-                      max_minutes=a.max_minutes, stop_at=a.stop_at)
-    run_loop(loop, student, student.parameters(), loss_fn, save_fn)
+    run_loop(loop_config(a, warmup=100, save_every=100), student, student.parameters(), loss_fn, save_fn)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from editor import edits
 from editor.family import TeacherConfig, config_dict
 from editor.loading import FAMILY_INDEX, write_family_index
 from editor.text_encoder import MiniLMEncoder
-from editor.train.common import LoopConfig, run_loop
+from editor.train.common import add_args, loop_config, run_loop
 from editor.train.data import build_pool
 
 
@@ -65,18 +65,9 @@ def drop_conditions(cond, text, empty, p: float, g):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="runs/teacher")
-    p.add_argument("--export", default="data/models/embedded", help="family folder: reads autoencoder/, writes unet/")
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--crop", type=int, default=16, help="latent window side for most steps")
-    p.add_argument("--full-every", type=int, default=4)
-    p.add_argument("--lr", type=float, default=6e-4)
-    p.add_argument("--pool", type=int, default=600)
-    p.add_argument("--drop", type=float, default=0.08)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-minutes", type=float, default=None)
-    p.add_argument("--stop-at", type=int, default=None, help="stop after this step (the LR schedule still spans --steps)")
+    add_args(p, out="runs/teacher", export_help="family folder: reads autoencoder/, writes unet/", steps=2000,
+             batch=64, lr=6e-4)
+    p.add_argument("--drop", type=float, default=0.08, help="conditioning dropout probability (each of 3 cases)")
     a = p.parse_args(argv)
     torch.manual_seed(a.seed)
     export = Path(a.export)
@@ -88,12 +79,7 @@ def main(argv=None):
     g = torch.Generator().manual_seed(a.seed)
 
     def loss_fn(step):
-        full = (step % a.full_every) == a.full_every - 1
-        b = a.batch // 4 if full else a.batch
-        idx = torch.randint(len(pool.sources), (b,), generator=g)
-        fam = torch.randint(len(pool.families), (b,), generator=g)
-        par = torch.randint(bank.shape[1], (b,), generator=g)
-        cond, x0 = pool.crop(idx, fam, cfg.sample_size if full else a.crop, g)
+        cond, x0, fam, par = pool.sample(step, a.batch, a.crop, a.full_every, bank.shape[1], g)
         cond, text = drop_conditions(cond, bank[fam, par], empty, a.drop, g)
         return diffusion_loss(unet, sched, x0, cond, text, g)
 
@@ -105,9 +91,7 @@ def main(argv=None):
         (export / "unet" / "training.json").write_text(json.dumps(
             {"config": config_dict(cfg), "args": vars(a), "families": list(pool.families)}, indent=1))
 
-    loop = LoopConfig(out=a.out, steps=a.steps, lr=a.lr, seed=a.seed, warmup=100, save_every=100,
-                      max_minutes=a.max_minutes, stop_at=a.stop_at)
-    run_loop(loop, unet, unet.parameters(), loss_fn, save_fn)
+    run_loop(loop_config(a, warmup=100, save_every=100), unet, unet.parameters(), loss_fn, save_fn)
 
 
 if __name__ == "__main__":

@@ -34,3 +34,14 @@ def test_teacher_two_steps(tmp_path, tiny_family_dir):
     assert unet.config.in_channels == 2 * unet.config.out_channels == 8
     assert (fam / FAMILY_INDEX).exists() and (fam / "scheduler" / "scheduler_config.json").exists()
     assert len([r for r in _log(tmp_path / "run") if "loss" in r]) == 2
+
+
+def test_teacher_warm_start_from_shipped_weights(tmp_path, tiny_family_dir):
+    fam = tmp_path / "fam"
+    shutil.copytree(tiny_family_dir / "autoencoder", fam / "autoencoder")
+    common = ["--export", str(fam), "--pool", "2", "--batch", "4", "--crop", "4", "--full-every", "2"]
+    teacher.main(["--out", str(tmp_path / "a"), "--steps", "1"] + common)
+    before = UNet2DConditionModel.from_pretrained(fam / "unet").conv_in.weight.clone()
+    teacher.main(["--out", str(tmp_path / "b"), "--steps", "1", "--lr", "1e-9", "--init-from", str(fam / "unet")] + common)
+    after = UNet2DConditionModel.from_pretrained(fam / "unet").conv_in.weight
+    assert (after - before).abs().max() < 1e-5  # a tiny step from the saved weights, not a fresh init

@@ -86,7 +86,7 @@ def main(argv=None):
         model.save_pretrained(export / STUDENT_DIR)
         (export / STUDENT_DIR / "training.json").write_text(json.dumps(
             {"method": "MMG (MoViE section 3.4)", "args": vars(a), "text_range": list(TRAIN_TEXT_RANGE),
-             "image_range": list(TRAIN_IMAGE_RANGE), "families": list(pool.families)}, indent=1))
+             "image_range": list(TRAIN_IMAGE_RANGE), "families": list(pool.families)}, indent=1, default=str))
 
     run_loop(loop_config(a, warmup=100, save_every=100), student, student.parameters(), loss_fn, save_fn)
 

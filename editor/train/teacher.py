@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderTiny, DDPMScheduler
+from diffusers import AutoencoderTiny, DDPMScheduler, UNet2DConditionModel
 
 from editor import edits
 from editor.family import TeacherConfig, config_dict
@@ -68,6 +68,8 @@ def main(argv=None):
     add_args(p, out="runs/teacher", export_help="family folder: reads autoencoder/, writes unet/", steps=2000,
              batch=64, lr=6e-4)
     p.add_argument("--drop", type=float, default=0.08, help="conditioning dropout probability (each of 3 cases)")
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="start from these UNet weights (e.g. the shipped unet/) with a fresh optimiser")
     a = p.parse_args(argv)
     torch.manual_seed(a.seed)
     export = Path(a.export)
@@ -75,7 +77,8 @@ def main(argv=None):
     pool = build_pool(ae, a.pool, a.seed + 100, cache=Path(a.out) / "pool.pt")
     bank, empty = instruction_bank(MiniLMEncoder())
     cfg = TeacherConfig(latent_channels=pool.sources.shape[1], sample_size=pool.sources.shape[-1])
-    unet, sched = cfg.build(), noise_scheduler(cfg.prediction_type)
+    unet = UNet2DConditionModel.from_pretrained(a.init_from) if a.init_from else cfg.build()
+    sched = noise_scheduler(cfg.prediction_type)
     g = torch.Generator().manual_seed(a.seed)
 
     def loss_fn(step):
@@ -89,7 +92,7 @@ def main(argv=None):
         if not (export / FAMILY_INDEX).exists():
             write_family_index(export, name="embedded", default_steps=20)
         (export / "unet" / "training.json").write_text(json.dumps(
-            {"config": config_dict(cfg), "args": vars(a), "families": list(pool.families)}, indent=1))
+            {"config": config_dict(cfg), "args": vars(a), "families": list(pool.families)}, indent=1, default=str))
 
     run_loop(loop_config(a, warmup=100, save_every=100), unet, unet.parameters(), loss_fn, save_fn)
 

@@ -9,6 +9,7 @@ import pytest
 
 import app
 from editor.pipeline import Editor
+from editor.variants import available_variants
 from editor.video_io import read_clip, write_clip
 from ui import handlers
 from ui.blocks import AppConfig, build_app, example_instructions
@@ -120,7 +121,7 @@ def test_build_app_lays_out_the_edit_tab(editor, config, clip):
     demo = build_app(editor, AppConfig(short_side=SIDE, samples=(clip,), output_dir=config.output_dir))
     assert any(fn.api_name == "edit" for fn in demo.fns.values())
     dropdown = next(b for b in demo.blocks.values() if isinstance(b, gr.Dropdown))
-    assert [c[1] for c in dropdown.choices] == ["teacher"]
+    assert [c[1] for c in dropdown.choices] == available_variants(editor.family)
     sliders = {b.label: b for b in demo.blocks.values() if isinstance(b, gr.Slider)}
     assert sliders["Steps"].value == editor.family.default_steps == 2
     assert sliders["Text guidance s_T"].value == editor.family.default_guidance.text

@@ -11,8 +11,12 @@ vote belongs to a study pair, otherwise :func:`pair_key` of the vote's content (
 variants' names, params and seeds).  A second vote raises :class:`DuplicateVote` and writes nothing.
 
 SQLite (the default, ``data/ratings.db``) runs in WAL mode with foreign keys on and a 30 s busy timeout;
-``DATABASE_URL`` points the store elsewhere (any SQLAlchemy URL).  Tables are created with ``create_all``; no
-migrations yet.
+``DATABASE_URL`` points the store elsewhere (any SQLAlchemy URL; tested on SQLite and PostgreSQL).
+
+The schema is versioned with Alembic (:mod:`editor.ratings.migrations`): opening a :class:`Store` upgrades the
+database to the head revision, once, under the database's write lock, and a database written before migrations
+existed is recognised and upgraded without losing a row.  The ORM models below are the head schema; a change to
+them needs a new revision in ``migrations/versions``.
 """
 from __future__ import annotations
 
@@ -36,9 +40,11 @@ from sqlalchemy import (
     UniqueConstraint, create_engine, event, func, select,
 )
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.pool import StaticPool
+
+from editor.ratings import migrations
 
 CHOICES = ("A", "B", "tie", "both_bad")
 SIDES = ("A", "B")
@@ -53,7 +59,7 @@ VOTE_COLUMNS = (
 JSON_VOTE_COLUMNS = ("params_a", "params_b", "timings_a", "timings_b")
 STUDY_PAIR_COLUMNS = (
     "id", "study_id", "pair_key", "clip_path", "instruction", "variant_a", "variant_b", "params",
-    "rendered_a", "rendered_b", "is_gold", "gold_bad_side",
+    "rendered_a", "rendered_b", "is_gold", "gold_bad_side", "clip_hash", "timings",
 )
 
 
@@ -117,6 +123,14 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _sha256_hex(name: str, value) -> str:
+    """``value`` as a lower-case sha256 hex digest; ``ValueError`` if it is not one."""
+    digest = str(value).lower()
+    if len(digest) != 64 or any(ch not in "0123456789abcdef" for ch in digest):
+        raise ValueError(f"{name} must be a sha256 hex digest, got {value!r}")
+    return digest
+
+
 def _is_locked(exc: OperationalError) -> bool:
     msg = str(getattr(exc, "orig", exc)).lower()
     return "database is locked" in msg or "database is busy" in msg or "database table is locked" in msg
@@ -178,6 +192,8 @@ class StudyPair(Base):
     rendered_b: Mapped[str | None] = mapped_column(Text)
     is_gold: Mapped[bool] = mapped_column(Boolean, default=False)
     gold_bad_side: Mapped[str | None] = mapped_column(String(1))
+    clip_hash: Mapped[str | None] = mapped_column(String(64))   # revision 0002
+    timings: Mapped[dict | None] = mapped_column(JSON)          # revision 0002: {"a": {...}, "b": {...}}
 
 
 class Vote(Base):
@@ -273,10 +289,7 @@ class VoteIn:
                 or not math.isfinite(self.decide_ms) or self.decide_ms < 0:
             raise ValueError(f"decide_ms must be a finite number >= 0, got {self.decide_ms!r}")
         put("decide_ms", int(round(self.decide_ms)))
-        clip = str(self.clip_hash).lower()
-        if len(clip) != 64 or any(ch not in "0123456789abcdef" for ch in clip):
-            raise ValueError(f"clip_hash must be a sha256 hex digest, got {self.clip_hash!r}")
-        put("clip_hash", clip)
+        put("clip_hash", _sha256_hex("clip_hash", self.clip_hash))
         if not isinstance(self.instruction, str):
             raise ValueError("instruction must be a string")
         for side in ("a", "b"):
@@ -303,6 +316,35 @@ class VoteIn:
         return pair_key(self.clip_hash, self.instruction,
                         {"name": self.variant_a, "params": self.params_a, "seed": self.seed_a},
                         {"name": self.variant_b, "params": self.params_b, "seed": self.seed_b})
+
+
+def _study_pair_row(study_id: str, pair: Mapping) -> StudyPair:
+    """A checked :class:`StudyPair` row from one pair as :meth:`Store.add_study_pairs` takes it."""
+    p = dict(pair)
+    missing = [k for k in ("clip_path", "variant_a", "variant_b") if not p.get(k)]
+    missing += [] if isinstance(p.get("instruction"), str) else ["instruction"]
+    if missing:
+        raise ValueError(f"study pair is missing {', '.join(missing)}")
+    params = _jsonable(dict(p.get("params") or {}))
+    is_gold = bool(p.get("is_gold", False))
+    bad = p.get("gold_bad_side")
+    if is_gold and bad not in SIDES:
+        raise ValueError("a gold pair needs gold_bad_side 'A' or 'B'")
+    if not is_gold and bad is not None:
+        raise ValueError("gold_bad_side is only for gold pairs")
+    clip_hash = None if p.get("clip_hash") is None else _sha256_hex("clip_hash", p["clip_hash"])
+    timings = p.get("timings")
+    if timings is not None and not isinstance(timings, Mapping):
+        raise ValueError("timings must be a mapping or None")
+    key = p.get("pair_key") or _sha256_json({
+        "v": 1, "clip": clip_hash or str(p["clip_path"]), "instruction": p["instruction"],
+        "variant_a": p["variant_a"], "variant_b": p["variant_b"], "params": params})
+    return StudyPair(
+        study_id=study_id, pair_key=key, clip_path=str(p["clip_path"]), instruction=p["instruction"],
+        variant_a=p["variant_a"], variant_b=p["variant_b"], params=params,
+        rendered_a=None if p.get("rendered_a") is None else str(p["rendered_a"]),
+        rendered_b=None if p.get("rendered_b") is None else str(p["rendered_b"]),
+        is_gold=is_gold, gold_bad_side=bad, clip_hash=clip_hash, timings=_jsonable(timings))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -349,18 +391,7 @@ class Store:
         self.engine: Engine = create_engine(self.url, **kwargs)
         if self.is_sqlite:
             event.listens_for(self.engine, "connect")(_sqlite_on_connect)
-        self._retrying(lambda: self._create_schema())
-
-    def _create_schema(self):
-        n_tables = len(Base.metadata.tables)
-        for attempt in range(n_tables + 2):
-            try:
-                Base.metadata.create_all(self.engine)
-                return
-            except (OperationalError, ProgrammingError, IntegrityError) as e:
-                # another Store created a table between create_all's check and its CREATE: check again
-                if "already exists" not in str(e).lower() or attempt == n_tables + 1:
-                    raise
+        self.revision = self._retrying(lambda: migrations.upgrade(self.engine))
 
     def close(self) -> None:
         self.engine.dispose()
@@ -511,33 +542,12 @@ class Store:
 
         Each pair: ``clip_path``, ``instruction``, ``variant_a``, ``variant_b`` (required); ``params`` (JSON),
         ``rendered_a``, ``rendered_b``, ``is_gold`` (default False), ``gold_bad_side`` ('A'/'B', required for gold
-        pairs), ``pair_key`` (default: sha256 of the pair's clip (``clip_hash`` if given, else ``clip_path``),
+        pairs), ``clip_hash`` (sha256 hex of the clip file), ``timings`` (JSON, e.g. ``{"a": {...}, "b": {...}}``),
+        ``pair_key`` (default: sha256 of the pair's clip (``clip_hash`` if given, else ``clip_path``),
         instruction, variant names and params).  Raises ``ValueError`` for an unknown study or a pair key already in
         the study.
         """
-        rows = []
-        for p in pairs:
-            p = dict(p)
-            missing = [k for k in ("clip_path", "variant_a", "variant_b") if not p.get(k)]
-            missing += [] if isinstance(p.get("instruction"), str) else ["instruction"]
-            if missing:
-                raise ValueError(f"study pair is missing {', '.join(missing)}")
-            params = _jsonable(dict(p.get("params") or {}))
-            is_gold = bool(p.get("is_gold", False))
-            bad = p.get("gold_bad_side")
-            if is_gold and bad not in SIDES:
-                raise ValueError("a gold pair needs gold_bad_side 'A' or 'B'")
-            if not is_gold and bad is not None:
-                raise ValueError("gold_bad_side is only for gold pairs")
-            key = p.get("pair_key") or _sha256_json({
-                "v": 1, "clip": p.get("clip_hash") or str(p["clip_path"]), "instruction": p["instruction"],
-                "variant_a": p["variant_a"], "variant_b": p["variant_b"], "params": params})
-            rows.append(StudyPair(
-                study_id=study_id, pair_key=key, clip_path=str(p["clip_path"]), instruction=p["instruction"],
-                variant_a=p["variant_a"], variant_b=p["variant_b"], params=params,
-                rendered_a=None if p.get("rendered_a") is None else str(p["rendered_a"]),
-                rendered_b=None if p.get("rendered_b") is None else str(p["rendered_b"]),
-                is_gold=is_gold, gold_bad_side=bad))
+        rows = [_study_pair_row(study_id, p) for p in pairs]
 
         def run():
             with Session(self.engine) as s, s.begin():

@@ -373,6 +373,12 @@ class ClockworkUNet:
             raise ValueError(f"timestep {_first_t(t)} after {self._t}: a new clip needs reset() "
                              "or a fresh ClockworkUNet")
 
+    def adapt(self, r_in: torch.Tensor, emb: torch.Tensor, middle: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """``r_out`` at an adaptor step: ``phi(r_in^t, r_out^{t-1}, t)``. ``middle()`` would compute the true low-res
+        middle; inference never calls it (that is the saving), the adaptor's training (``editor.train.clockwork``)
+        overrides this method to use it as the regression target."""
+        return self.adaptor(r_in, self._r_out, emb)
+
     def __call__(self, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor,
                  cross_attention_kwargs: dict | None = None, timestep_cond: torch.Tensor | None = None,
                  class_labels=None, added_cond_kwargs: dict | None = None, return_dict: bool = True):
@@ -384,12 +390,15 @@ class ClockworkUNet:
         ehs = unet.process_encoder_hidden_states(encoder_hidden_states=encoder_hidden_states,
                                                  added_cond_kwargs=added_cond_kwargs)
         r_in, skips = high_res_in(unet, sample, emb, ehs, cross_attention_kwargs, level)
+        out_size = middle_out_size(unet, sample, skips)
+
+        def middle() -> torch.Tensor:
+            return low_res_middle(unet, r_in, emb, ehs, cross_attention_kwargs, level, out_size)
         if self.step % self.clock_config.clock == 0:
-            out_size = middle_out_size(unet, sample, skips)
-            self._r_out = low_res_middle(unet, r_in, emb, ehs, cross_attention_kwargs, level, out_size)
+            self._r_out = middle()
             self.full_passes += 1
         else:
-            self._r_out = self.adaptor(r_in, self._r_out, emb)
+            self._r_out = self.adapt(r_in, emb, middle)
             self.adaptor_passes += 1
         self.step += 1
         out = high_res_out(unet, self._r_out, skips, emb, ehs, cross_attention_kwargs, level)

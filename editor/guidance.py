@@ -8,6 +8,7 @@ off behind the user's back when ``s_I < 1``: the formula is applied as written f
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -27,6 +28,22 @@ class Guidance:
     def __post_init__(self):
         if not (0.0 <= self.text <= 50.0 and 0.0 <= self.image <= 50.0):
             raise ValueError(f"guidance scales out of range: text={self.text}, image={self.image}")
+
+
+class PerSampleGuidance(NamedTuple):
+    """Per-sample scales ``B 1 1 1`` (duck-types :class:`Guidance` for :func:`combine` and the MMG embedding): the
+    distillation and adaptor-training batches draw a different ``(s_T, s_I)`` for every sample."""
+
+    text: torch.Tensor
+    image: torch.Tensor
+
+    @classmethod
+    def of(cls, s_t, s_i, batch: int, like: torch.Tensor) -> "PerSampleGuidance":
+        """Floats or ``B`` tensors as ``B 1 1 1`` on ``like``'s device and dtype."""
+        def shape(s):
+            s = torch.as_tensor(s, dtype=like.dtype, device=like.device).reshape(-1)
+            return s.expand(batch).reshape(batch, 1, 1, 1)
+        return cls(shape(s_t), shape(s_i))
 
 
 def combine(uncond: torch.Tensor, image: torch.Tensor, full: torch.Tensor, g: Guidance) -> torch.Tensor:

@@ -20,6 +20,7 @@ import torch
 from diffusers import AutoencoderKL, AutoencoderTiny, DDIMScheduler, UNet2DConditionModel
 from diffusers.schedulers import SchedulerMixin
 
+from editor.clockwork import ResNetAdaptor
 from editor.cross_frame_attention import apply_cross_frame_attention
 from editor.guidance import Guidance
 from editor.sampling import make_scheduler
@@ -27,6 +28,12 @@ from editor.text_encoder import CachedEncoder, CLIPEncoder, MiniLMEncoder
 
 EMBEDDED = Path(__file__).resolve().parents[1] / "data" / "models" / "embedded"
 FAMILY_INDEX = "family.json"
+ADAPTOR_PREFIX = "clockwork_"  # trained Clockwork adaptors: clockwork_<model>/ (editor.train.clockwork)
+
+
+def adaptor_dir(model: str) -> str:
+    """Folder name of the trained Clockwork adaptor serving ``model`` (``"teacher"`` or ``"mmg"``)."""
+    return f"{ADAPTOR_PREFIX}{model}"
 
 
 @dataclass
@@ -43,6 +50,7 @@ class ModelFamily:
     default_guidance: Guidance = Guidance()
     default_steps: int = 20
     extras: dict = field(default_factory=dict)  # further UNets of the family (distilled students), by name
+    adaptors: dict = field(default_factory=dict)  # trained Clockwork adaptors, by the model they serve
 
     @property
     def downsample(self) -> int:
@@ -90,7 +98,7 @@ def load_family(source: str | Path | None = None, autoencoder: str | Path | None
         raise FileNotFoundError(f"model folder {source} does not exist")
     fam = _load_embedded(source) if isinstance(source, Path) and (source / FAMILY_INDEX).exists() \
         else _load_ip2p(str(source), autoencoder)
-    for m in [fam.unet, fam.autoencoder, *fam.extras.values()]:
+    for m in [fam.unet, fam.autoencoder, *fam.extras.values(), *fam.adaptors.values()]:
         m.to(device).eval().requires_grad_(False)
         if dtype != torch.float32:
             m.to(dtype)
@@ -111,12 +119,14 @@ def _load_embedded(folder: Path) -> ModelFamily:
     sched = make_scheduler(json.loads((folder / "scheduler" / "scheduler_config.json").read_text()))
     extras = {p.name: UNet2DConditionModel.from_pretrained(p) for p in sorted(folder.glob("student*"))
               if (p / "config.json").exists()}
+    adaptors = {p.name[len(ADAPTOR_PREFIX):]: ResNetAdaptor.from_pretrained(p)
+                for p in sorted(folder.glob(ADAPTOR_PREFIX + "*")) if (p / "config.json").exists()}
     g = info.get("default_guidance", {})
     return ModelFamily(name=info.get("name", folder.name), unet=unet, autoencoder=ae,
                        text_encoder=CachedEncoder(MiniLMEncoder()), scheduler=sched,
                        latent_scale=ae.config.scaling_factor, condition_scale=1.0,
                        default_guidance=Guidance(**g) if g else Guidance(),
-                       default_steps=info.get("default_steps", 20), extras=extras)
+                       default_steps=info.get("default_steps", 20), extras=extras, adaptors=adaptors)
 
 
 def _load_ip2p(source: str, autoencoder: str | Path | None) -> ModelFamily:

@@ -15,13 +15,11 @@ Training: ``python -m editor.train.mmg`` (see ``editor/train/mmg.py``).
 """
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 from diffusers import UNet2DConditionModel
 from diffusers.models.embeddings import get_timestep_embedding
 
-from editor.guidance import IMAGE_RANGE, TEXT_RANGE, Conditioning, ThreePassGuidance, unet_kwargs
+from editor.guidance import IMAGE_RANGE, TEXT_RANGE, Conditioning, PerSampleGuidance, ThreePassGuidance, unet_kwargs
 
 EMBED_DIM = 256                     # default width of the guidance embedding (cond_proj's input)
 TRAIN_TEXT_RANGE = (2.0, TEXT_RANGE[1])  # s_T sampled in training (U[2, 14])
@@ -91,13 +89,6 @@ class MMGDenoiser:
                          **unet_kwargs(1, b, c.anchor)).sample
 
 
-class _Scales(NamedTuple):
-    """Per-sample guidance scales, shaped to broadcast over ``B C h w`` (duck-types ``Guidance`` for ``combine``)."""
-
-    text: torch.Tensor
-    image: torch.Tensor
-
-
 @torch.no_grad()
 def mmg_target(teacher_unet, x_t: torch.Tensor, t: torch.Tensor, source: torch.Tensor, text: torch.Tensor,
                empty: torch.Tensor, s_t, s_i) -> torch.Tensor:
@@ -108,7 +99,6 @@ def mmg_target(teacher_unet, x_t: torch.Tensor, t: torch.Tensor, source: torch.T
     """
     b = x_t.shape[0]
     t = torch.as_tensor(t, device=x_t.device).reshape(-1).expand(b)
-    scales = _Scales(_as_1d(s_t, x_t.device).to(x_t.dtype).expand(b).view(b, 1, 1, 1),
-                     _as_1d(s_i, x_t.device).to(x_t.dtype).expand(b).view(b, 1, 1, 1))
+    scales = PerSampleGuidance.of(s_t, s_i, b, x_t)
     cond = Conditioning(source=source, text=text, empty=empty.expand_as(text), guidance=scales)
     return ThreePassGuidance(teacher_unet)(x_t, t, cond)

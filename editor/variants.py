@@ -35,7 +35,8 @@ class Variant:
         if self.clockwork is None:
             return self._wrap()(self._unet(family))
         cfg = ClockworkConfig(clock=request.clock, adaptor=self.clockwork)
-        return ClockworkDenoiser(self._unet(family), cfg, adaptor=None, wrap=self._wrap())
+        adaptor = family.adaptors[self.model] if self.clockwork == "trained" else None
+        return ClockworkDenoiser(self._unet(family), cfg, adaptor=adaptor, wrap=self._wrap())
 
     def steps(self, request) -> int:
         return request.steps
@@ -51,15 +52,17 @@ class Variant:
     def available(self, family) -> bool:
         if self.model == "mmg" and STUDENT_MMG not in family.extras:
             return False
-        return self.clockwork != "trained"  # no trained adaptor is shipped yet
+        return self.clockwork != "trained" or self.model in family.adaptors
 
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in [
     Variant("teacher", "teacher", "InstructPix2Pix teacher, 3-pass multimodal guidance (MoViE Eq. 1)"),
     Variant("teacher+clockwork-identity", "teacher", "teacher with Clockwork, identity adaptor (training-free)",
             clockwork="identity"),
+    Variant("teacher+clockwork", "teacher", "teacher with Clockwork, trained ResNet adaptor", clockwork="trained"),
     Variant("mmg", "mmg", "MMG student: guidance scales distilled into the UNet, 1 pass a step (MoViE 3.4)"),
     Variant("mmg+clockwork-identity", "mmg", "MMG student with Clockwork, identity adaptor", clockwork="identity"),
+    Variant("mmg+clockwork", "mmg", "MMG student with Clockwork, trained ResNet adaptor", clockwork="trained"),
 ]}
 
 

@@ -212,3 +212,54 @@ def test_adaptor_steps_cost_less(unet3):
         f = step_flops(unet3, adaptor, (1, 8, 16, 16))
         assert 0 < f.adaptor < f.full
         assert f.ratio(8, 1) == 1 and f.ratio(8, 2) < 1
+
+
+# --- trained adaptor (editor.train.clockwork) ------------------------------------------------------------------------
+
+def test_training_unroll_is_the_inference_trajectory(tiny_family, unet3):
+    """With a fresh (identity-equal) adaptor, the training unroll follows inference exactly, records one loss per
+    adaptor step, and the adaptor's loss equals the identity baseline's."""
+    from editor.train.clockwork import AdaptorTrainingUNet
+
+    adaptor = ResNetAdaptor.for_unet(unet3)
+    cfg = ClockworkConfig(clock=3, adaptor="trained")
+    c = _cond(h=10, w=14)
+    trainer = AdaptorTrainingUNet(unet3, cfg, adaptor)
+    got = _edit(ThreePassGuidance(trainer), tiny_family, c, 7, h=10, w=14)
+    ref = _edit(ClockworkDenoiser(unet3, ClockworkConfig(clock=3)), tiny_family, c, 7, h=10, w=14)
+    torch.testing.assert_close(got, ref, atol=0, rtol=0)
+    assert len(trainer.losses) == schedule_counts(7, 3)[1] == trainer.adaptor_passes
+    assert all(loss.requires_grad for loss in trainer.losses)
+    torch.testing.assert_close(torch.stack(trainer.losses).detach(), torch.stack(trainer.identity_losses))
+    assert float(torch.stack(trainer.losses).detach().sum()) > 0  # the middle's output does move between steps
+
+
+@pytest.mark.parametrize("serve", ["teacher", "mmg"])
+def test_train_clockwork_two_steps(tmp_path, tiny_family_dir, serve):
+    """Two steps of adaptor training for each served model; the family then offers the ``+clockwork`` variant."""
+    import json
+    import shutil
+
+    from diffusers import UNet2DConditionModel
+
+    from editor.loading import load_family
+    from editor.mmg import student_from_teacher
+    from editor.pipeline import EditRequest, Editor
+    from editor.train import clockwork as train_clockwork
+    from editor.variants import available_variants
+
+    fam = tmp_path / "fam"
+    shutil.copytree(tiny_family_dir, fam)
+    if serve == "mmg":
+        student_from_teacher(UNet2DConditionModel.from_pretrained(fam / "unet")).save_pretrained(fam / "student_mmg")
+    train_clockwork.main(["--serve", serve, "--out", str(tmp_path / "run"), "--export", str(fam), "--steps", "2",
+                          "--pool", "2", "--batch", "2", "--lr", "1e-2"])
+    rows = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [0, 1]
+    assert all(r["loss"] >= 0 and r["identity_mse"] > 0 for r in rows if "loss" in r)
+    family = load_family(fam)
+    assert serve in family.adaptors and f"{serve}+clockwork" in available_variants(family)
+    assert torch.count_nonzero(family.adaptors[serve].conv_out.weight) > 0  # it learned something
+    frames = (torch.rand(3, 32, 32, 3) * 255).to(torch.uint8).numpy()
+    out = Editor(family).edit_frames(frames, EditRequest("make it sepia", steps=4, variant=f"{serve}+clockwork"))
+    assert out.frames.shape == frames.shape

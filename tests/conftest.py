@@ -47,3 +47,26 @@ def moving_frames():
     g = (y[None] * 4 + t * 4) % 256
     b = np.broadcast_to((x + y)[None] * 2 % 256, r.shape)
     return np.stack([r, g, b], -1).astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """URL of a throwaway PostgreSQL server, one per session (tests/postgres.py); skips when none can start."""
+    from tests import postgres
+
+    try:
+        postgres.find_binaries()
+    except postgres.Unavailable as e:
+        pytest.skip(str(e))
+    with postgres.running_server() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """An empty ratings database: a SQLite file in ``tmp_path``, then a fresh database on the PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ratings.db'}"
+    from tests.postgres import fresh_database
+
+    return fresh_database(request.getfixturevalue("postgres_server"))

@@ -1,4 +1,5 @@
-"""Rating store (SQLite in tmp_path) and rating statistics.  No torch, no Gradio."""
+"""Rating store (on SQLite in tmp_path and on a throwaway PostgreSQL server), its migrations, and the rating
+statistics.  No torch, no Gradio."""
 from __future__ import annotations
 
 import csv
@@ -12,12 +13,17 @@ import threading
 import numpy as np
 import pytest
 from scipy.optimize import minimize
-from sqlalchemy import text
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy import create_engine, inspect, make_url, text
 
 from editor.ratings import (
     VOTE_COLUMNS, DuplicateVote, Store, VoteIn, bootstrap_bt, bradley_terry, elo, pair_key, pairwise_table,
     per_instruction, wilson_interval,
 )
+from editor.ratings import migrations
+from editor.ratings.store import STUDY_PAIR_COLUMNS, Base, engine_url
 
 CLIP = hashlib.sha256(b"clip-0").hexdigest()
 
@@ -33,13 +39,15 @@ def make_vote(rater="rater-1", i=0, choice="A", **kw) -> VoteIn:
 
 
 @pytest.fixture
-def db_url(tmp_path):
-    return f"sqlite:///{tmp_path / 'ratings.db'}"
+def store(db_url):  # db_url (tests/conftest.py): SQLite, then PostgreSQL
+    s = Store(db_url)
+    yield s
+    s.close()
 
 
 @pytest.fixture
-def store(db_url):
-    s = Store(db_url)
+def sqlite_store(tmp_path):
+    s = Store(f"sqlite:///{tmp_path / 'ratings.db'}")
     yield s
     s.close()
 
@@ -92,8 +100,8 @@ def test_pair_key_canonical():
     assert make_vote(i=1).pair_key != make_vote(i=2).pair_key  # seeds are part of the comparison
 
 
-def test_sqlite_pragmas(store):
-    with store.engine.connect() as c:
+def test_sqlite_pragmas(sqlite_store):
+    with sqlite_store.engine.connect() as c:
         assert c.execute(text("PRAGMA journal_mode")).scalar().lower() == "wal"
         assert c.execute(text("PRAGMA foreign_keys")).scalar() == 1
         assert c.execute(text("PRAGMA busy_timeout")).scalar() == 30000
@@ -241,6 +249,151 @@ def test_database_url_env(monkeypatch, tmp_path):
     assert (tmp_path / "sub" / "env.db").exists()
 
 
+def test_database_url_env_postgres(postgres_server, monkeypatch):
+    from tests.postgres import fresh_database
+
+    url = make_url(fresh_database(postgres_server))
+    heroku_style = url.set(drivername="postgres").render_as_string(hide_password=False)  # no driver named
+    monkeypatch.setenv("DATABASE_URL", heroku_style)
+    with Store() as s:
+        assert (s.engine.dialect.name, s.engine.driver) == ("postgresql", "psycopg")
+        s.add_vote(make_vote())
+        assert s.count_votes() == 1
+
+
+def test_study_pair_clip_hash_and_timings(store):
+    sid = store.create_study("hashes")
+    store.add_study_pairs(sid, [dict(clip_path="a.mp4", clip_hash=CLIP.upper(), instruction="snow",
+                                     variant_a="mmg", variant_b="teacher", timings={"a": {"s": 1.5}, "b": {"s": 4}})])
+    (pair,) = store.study_pairs(sid)
+    assert pair["clip_hash"] == CLIP and pair["timings"] == {"a": {"s": 1.5}, "b": {"s": 4}}
+    with pytest.raises(ValueError):
+        store.add_study_pairs(sid, [dict(clip_path="b.mp4", clip_hash="abc", instruction="x", variant_a="a",
+                                         variant_b="b")])
+
+
+# ------------------------------------------------------------------------------------------------ migrations
+
+LEGACY_SCHEMA = Path(__file__).parent / "legacy_schema"  # DDL that create_all wrote before migrations, per dialect
+
+
+def create_legacy_database(url: str) -> None:
+    """The tables as the store made them before it had migrations (no alembic_version), with a study, two pairs
+    and two votes (one on a study pair) in them."""
+    engine = create_engine(engine_url(url))
+    ddl = (LEGACY_SCHEMA / f"{engine.dialect.name}.sql").read_text()
+    now = datetime(2026, 11, 1, 12, tzinfo=timezone.utc)
+    with engine.begin() as c:
+        for statement in filter(str.strip, ddl.split(";")):
+            c.execute(text(statement))
+        c.execute(text("INSERT INTO studies VALUES ('s1', 'old study', :t, :m)"), dict(t=now, m='{"clips": 1}'))
+        for i, gold in ((1, False), (2, True)):
+            c.execute(text("INSERT INTO study_pairs (id, study_id, pair_key, clip_path, instruction, variant_a, "
+                           "variant_b, params, rendered_a, rendered_b, is_gold, gold_bad_side) VALUES (:i, 's1', "
+                           ":k, 'a.mp4', 'snow', 'mmg', 'teacher', '{}', 'x.mp4', 'y.mp4', :g, :bad)"),
+                      dict(i=i, k=f"{i:064x}", g=gold, bad="B" if gold else None))
+        for i, pair in ((1, 1), (2, None)):
+            c.execute(text("INSERT INTO votes VALUES (:id, :t, 'r1', 'sess', '0.1', :sid, :pair, :k, :clip, 'snow', "
+                           "'mmg', '{\"steps\": 4}', 0, NULL, 'teacher', '{}', 0, '{\"s\": 2.5}', 'A', 'B', 900)"),
+                      dict(id=f"v{i}", t=now, sid="s1" if pair else None, pair=pair, k=f"{i:064x}", clip=CLIP))
+    engine.dispose()
+
+
+def legacy_rows(store: Store) -> tuple:
+    pairs = [{k: p[k] for k in STUDY_PAIR_COLUMNS[:12]} for p in store.study_pairs("s1")]
+    return store.votes(), pairs, [(r["id"], r["name"], r["manifest"]) for r in store.studies()]
+
+
+def test_legacy_database_is_stamped_and_upgraded(db_url):
+    create_legacy_database(db_url)
+    with Store(db_url) as s:
+        assert s.revision == migrations.head_revision() == "0002"
+        assert migrations.current_revision(s.engine) == "0002"
+        votes, pairs, studies = legacy_rows(s)
+        assert [v["id"] for v in votes] == ["v1", "v2"]
+        assert votes[0]["pair_id"] == 1 and votes[0]["study_id"] == "s1" and votes[1]["pair_id"] is None
+        assert votes[0]["params_a"] == {"steps": 4} and votes[1]["timings_b"] == {"s": 2.5}
+        assert votes[0]["created_at"] == datetime(2026, 11, 1, 12, tzinfo=timezone.utc)
+        assert [(p["id"], p["is_gold"], p["gold_bad_side"]) for p in s.study_pairs("s1")] == [(1, False, None),
+                                                                                                (2, True, "B")]
+        assert all(p["clip_hash"] is None and p["timings"] is None for p in s.study_pairs("s1"))
+        assert studies == [("s1", "old study", {"clips": 1})]
+        assert s.rater_flags("s1") == {"r1": {"gold_seen": 0, "gold_failed": 0, "careless": False}}
+        with pytest.raises(DuplicateVote):  # the old unique constraint still holds
+            s.add_vote(make_vote(rater="r1", pair_id=1))
+        s.add_vote(make_vote(rater="r2", pair_id=2, choice="B"))
+    with Store(db_url) as s:  # opening it again changes nothing
+        assert s.count_votes() == 3 and s.rater_flags("s1")["r2"]["gold_failed"] == 1
+
+
+def _schema(engine) -> dict:
+    """Tables -> columns (name, type, nullable), primary key, uniques, indexes, foreign keys, checks."""
+    insp = inspect(engine)
+    out = {}
+    for t in sorted(set(insp.get_table_names()) - {"alembic_version"}):
+        out[t] = dict(
+            columns=[(c["name"], str(c["type"]), c["nullable"]) for c in insp.get_columns(t)],
+            pk=insp.get_pk_constraint(t)["constrained_columns"],
+            uniques=sorted((u["name"], tuple(u["column_names"])) for u in insp.get_unique_constraints(t)),
+            indexes=sorted((i["name"], tuple(i["column_names"]), bool(i["unique"])) for i in insp.get_indexes(t)),
+            fks=sorted((tuple(f["constrained_columns"]), f["referred_table"], tuple(f["referred_columns"]),
+                        (f.get("options") or {}).get("ondelete")) for f in insp.get_foreign_keys(t)),
+            checks=sorted((c["name"], " ".join(c["sqltext"].split())) for c in insp.get_check_constraints(t)))
+    return out
+
+
+def test_revision_0001_is_the_legacy_schema(db_url, tmp_path):
+    legacy_url = f"sqlite:///{tmp_path / 'legacy.db'}" if db_url.startswith("sqlite") else fresh_database_like(db_url)
+    create_legacy_database(legacy_url)
+    migrated = create_engine(engine_url(db_url))
+    assert migrations.upgrade(migrated, "0001") == "0001"
+    legacy = create_engine(engine_url(legacy_url))
+    assert _schema(migrated) == _schema(legacy)
+    assert set(_schema(legacy)) == {"studies", "study_pairs", "votes"}
+    migrated.dispose(), legacy.dispose()
+
+
+def fresh_database_like(url: str) -> str:
+    """Another empty database on the same PostgreSQL server as ``url``."""
+    from tests.postgres import fresh_database
+
+    return fresh_database(make_url(url).set(database="postgres").render_as_string(hide_password=False))
+
+
+def test_head_schema_matches_the_models(store):
+    """Every change to the ORM models comes with a revision: autogenerate finds nothing to do at head."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    with store.engine.connect() as c:
+        assert compare_metadata(MigrationContext.configure(c), Base.metadata) == []
+
+
+def test_downgrade_and_upgrade_keep_rows(store):
+    sid = store.create_study("round trip")
+    (pid,) = store.add_study_pairs(sid, [dict(clip_path="a.mp4", clip_hash=CLIP, instruction="snow",
+                                              variant_a="mmg", variant_b="teacher")])
+    store.add_vote(make_vote(pair_id=pid))
+    store.add_vote(make_vote(i=1))
+    before = store.votes()
+    assert migrations.downgrade(store.engine, "0001") == "0001"
+    cols = {c["name"] for c in inspect(store.engine).get_columns("study_pairs")}
+    assert "clip_hash" not in cols and "params" in cols
+    assert store.votes() == before  # dropping the columns did not null the votes' pair ids
+    assert migrations.upgrade(store.engine) == "0002"
+    assert store.votes() == before and store.study_pairs(sid)[0]["clip_hash"] is None
+    assert migrations.downgrade(store.engine, "base") is None
+    assert set(inspect(store.engine).get_table_names()) <= {"alembic_version"}
+
+
+def test_half_made_database_is_refused(tmp_path):
+    url = f"sqlite:///{tmp_path / 'half.db'}"
+    with create_engine(url).begin() as c:
+        c.execute(text("CREATE TABLE votes (id VARCHAR(36) PRIMARY KEY)"))
+    with pytest.raises(RuntimeError, match="only some of the tables"):
+        Store(url)
+
+
 # ------------------------------------------------------------------------------------------------ stats
 
 
@@ -361,7 +514,8 @@ def test_bootstrap_bt():
     assert bootstrap_bt(votes, n_boot=50, seed=3) == bootstrap_bt(votes, n_boot=50, seed=3)
 
 
-def test_retries_when_locked(store):
+def test_retries_when_locked(sqlite_store):
+    store = sqlite_store
     from sqlalchemy.exc import OperationalError
 
     calls = []

@@ -39,7 +39,7 @@ from sqlalchemy import (
     JSON, Boolean, CheckConstraint, DateTime, ForeignKey, Index, Integer, String, Text, TypeDecorator,
     UniqueConstraint, create_engine, event, func, select,
 )
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.pool import StaticPool
@@ -359,6 +359,13 @@ def default_url() -> str:
     return f"sqlite:///{DEFAULT_DB_PATH}"
 
 
+def engine_url(url: str) -> URL:
+    """``url`` parsed; a PostgreSQL URL without a driver gets psycopg (3), the driver ``requirements.txt`` installs
+    (SQLAlchemy would pick psycopg2, which is not installed)."""
+    u = make_url(url)
+    return u.set(drivername="postgresql+psycopg") if u.drivername == "postgresql" else u
+
+
 def _sqlite_on_connect(dbapi_connection, connection_record):
     cur = dbapi_connection.cursor()
     try:
@@ -376,7 +383,7 @@ class Store:
         self.url = url or default_url()
         self.retries = max(1, int(retries))
         self.backoff_s = float(backoff_s)
-        u = make_url(self.url)
+        u = engine_url(self.url)
         kwargs: dict[str, Any] = {"pool_pre_ping": True}
         self.is_sqlite = u.get_backend_name() == "sqlite"
         if self.is_sqlite:
@@ -388,7 +395,7 @@ class Store:
                 kwargs["connect_args"]["check_same_thread"] = False
             else:
                 Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        self.engine: Engine = create_engine(self.url, **kwargs)
+        self.engine: Engine = create_engine(u, **kwargs)
         if self.is_sqlite:
             event.listens_for(self.engine, "connect")(_sqlite_on_connect)
         self.revision = self._retrying(lambda: migrations.upgrade(self.engine))

@@ -4,8 +4,10 @@
 
 For every variant, at 256x256 (``--size``), ``--frames`` frames: end-to-end ms per frame and fps (video decode, edit,
 video encode), the split per stage (``video_io``, ``encode``, ``unet``, ``decode``), UNet passes per frame, and GFLOPs
-per frame counted with ``torch.utils.flop_counter`` (autoencoder encode + decode, UNet steps). Ratios between
-variants are only meaningful within one run: absolute times on shared machines drift.
+per frame counted with ``torch.utils.flop_counter`` (autoencoder encode + decode, UNet steps); for Clockwork variants
+also the GFLOPs of one full and one adaptor step. ``ratios`` compares, within the run, every variant's UNet time per
+step with the teacher's (MMG: one pass instead of three) and every Clockwork variant's UNet loop with its full-step
+variant's. Ratios between variants are only meaningful within one run: absolute times on shared machines drift.
 """
 from __future__ import annotations
 
@@ -19,10 +21,13 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from editor import scenes, video_io
+from editor.clockwork import step_flops
+from editor.cross_frame_attention import FrameLayout
+from editor.evaluate import full_step_variant
 from editor.layout import frames_to_images
 from editor.loading import load_family
 from editor.pipeline import Editor, EditRequest
-from editor.variants import available_variants
+from editor.variants import available_variants, get_variant
 
 
 def gflops(fn) -> float:
@@ -49,8 +54,43 @@ def bench_variant(editor: Editor, clip_path: Path, request: EditRequest, out_dir
                                max_frames=len(frames))
     row = result.summary()
     row["gflops_per_frame"] = flops_per_frame(editor, frames[0], request)
-    row["steps"] = request.steps
+    row["steps"], row["clock"] = request.steps, request.clock
+    row["unet_ms_per_step"] = row["stage_ms_per_frame"]["unet"] / request.steps
+    variant = get_variant(request.variant)
+    if variant.clockwork:
+        row["step_gflops"] = clockwork_step_gflops(editor, variant, frames[0])
     return row
+
+
+def clockwork_step_gflops(editor: Editor, variant, frame: np.ndarray) -> dict:
+    """GFLOPs of one UNet call of ``variant`` per frame, full step vs adaptor step, at ``frame``'s latent size (the
+    teacher's call is its three batched branches, as in sampling)."""
+    fam = editor.family
+    unet = variant.unet(fam)
+    h, w = (d // fam.downsample for d in frame.shape[:2])
+    branches = variant.passes_per_step()
+    shape = (branches, unet.config.in_channels, h, w)
+    kwargs = {"frame_layout": FrameLayout(branches, 1, 0)}
+    adaptor = fam.adaptors[variant.model] if variant.clockwork == "trained" else None
+    f = step_flops(unet, adaptor, shape, cross_attention_kwargs=kwargs)
+    return {"full": f.full / 1e9, "adaptor": f.adaptor / 1e9, "adaptor_over_full": f.adaptor / f.full}
+
+
+def ratios(rows: dict) -> dict:
+    """Speed ratios within this run: UNet time per step over the teacher's, Clockwork UNet loop savings."""
+    out = {}
+    teacher = rows.get("teacher")
+    for name, r in rows.items():
+        o = {}
+        if teacher is not None and name != "teacher":
+            o["per_step_speedup_vs_teacher"] = teacher["unet_ms_per_step"] / r["unet_ms_per_step"]
+        full = rows.get(full_step_variant(name) or "")
+        if full is not None:
+            o["unet_wall_saving_vs_full"] = 1 - r["stage_ms_per_frame"]["unet"] / full["stage_ms_per_frame"]["unet"]
+            o["unet_flops_saving_vs_full"] = 1 - r["gflops_per_frame"]["unet"] / full["gflops_per_frame"]["unet"]
+        if o:
+            out[name] = o
+    return out
 
 
 def main(argv=None) -> dict:
@@ -63,6 +103,7 @@ def main(argv=None) -> dict:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--instruction", default="make it look like it was filmed at night")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--clock", type=int, default=2, help="Clockwork variants: full UNet every clock-th step")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -75,9 +116,11 @@ def main(argv=None) -> dict:
         frames = scenes.eval_clips(a.frames, (a.size, a.size), n_procedural=1)["procedural_0"]
         video_io.write_clip(frames, 8.0, clip)
         rows = {v: bench_variant(editor, clip, EditRequest(a.instruction, family.default_guidance, steps=steps,
-                                                           variant=v), Path(tmp), a.size) for v in variants}
-    report = {"settings": {"size": a.size, "frames": a.frames, "steps": steps, "threads": torch.get_num_threads(),
-                           "model": family.name}, "variants": rows}
+                                                           variant=v, clock=a.clock), Path(tmp), a.size)
+                for v in variants}
+    report = {"settings": {"size": a.size, "frames": a.frames, "steps": steps, "clock": a.clock,
+                           "threads": torch.get_num_threads(), "model": family.name},
+              "variants": rows, "ratios": ratios(rows)}
     print_table(report)
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
@@ -93,6 +136,8 @@ def print_table(report: dict) -> None:
         print(f"{name:<28}{r['ms_per_frame']:>10.1f}{r['fps']:>8.2f}{s['video_io']:>8.1f}{s['encode']:>8.1f}"
               f"{s['unet']:>10.1f}{s['decode']:>8.1f}{r['unet_passes_per_frame']:>8}"
               f"{r['gflops_per_frame']['total']:>10.2f}")
+    for name, r in report["ratios"].items():
+        print(f"{name:<28}" + ", ".join(f"{k} {v:.3f}" for k, v in r.items()))
 
 
 if __name__ == "__main__":

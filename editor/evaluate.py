@@ -10,10 +10,18 @@ edits the clip with the same seed; the metrics (DESIGN.md section 5) are
   every other family's target;
 * ``psnr_to_target``: PSNR of the output to the exact target clip;
 * ``psnr_to_reference``: PSNR to the teacher's output at the same seed, steps and scales (``null`` for the teacher);
+* ``psnr_to_full``: for a Clockwork variant (``X+clockwork...``), PSNR to ``X``'s full-step output at the same seed,
+  steps and scales, when ``X`` is among the variants (``null`` otherwise);
 * ``flicker_ratio``: mean absolute frame-to-frame change of the output over that of the target clip;
 
 with per-edit breakdowns, accuracy split by seen / held-out paraphrase, and ``autoencoder_psnr`` of the family (on the
 clips' source frames).
+
+``--sweep`` adds the controllability sweep (DESIGN.md section 5; MoViE keeps both sliders working after
+distillation): on ``--sweep-tasks`` of the (clip, edit) tasks, each variant edits the first ``--sweep-frames`` frames
+at ``s_T`` in ``SWEEP_TEXT`` (``s_I`` at its default), and at ``s_I`` in ``SWEEP_IMAGE`` (``s_T`` at its default).
+Edit strength (mean absolute change from the source) should rise with ``s_T``, faithfulness (PSNR to the source) with
+``s_I``; the report gives the Spearman correlation per task (and its mean) and that of the mean curve.
 """
 from __future__ import annotations
 
@@ -21,7 +29,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +45,8 @@ from editor.pipeline import Editor, EditRequest
 from editor.variants import available_variants
 
 VIDEO_EXTS = {".mp4", ".mov", ".webm", ".mkv", ".avi", ".gif", ".m4v"}
+SWEEP_TEXT = (2.0, 5.0, 8.0, 11.0, 14.0)   # s_T values of the sweep (the MMG training range, U[2, 14])
+SWEEP_IMAGE = (1.0, 1.5, 2.0, 2.5, 3.0)    # s_I values of the sweep (U[1, 3])
 
 
 @dataclass(frozen=True)
@@ -90,13 +100,21 @@ def score(outputs: dict, tasks: list[Task], sources: dict, seed: int, reference:
         for t in tasks:
             out, tgt = outputs[(variant, t)], targets[t.clip][t.family]
             ref = outputs.get((reference, t)) if reference and variant != reference else None
+            full = outputs.get((full_step_variant(variant), t))
             rows.append({"clip": t.clip, "edit": t.family, "instruction": t.instruction, "split": t.split,
                          "hit": metrics.instruction_hit(out, t.family, targets[t.clip]),
                          "psnr_to_target": metrics.psnr(out, tgt),
                          "psnr_to_reference": metrics.psnr(out, ref) if ref is not None else None,
+                         "psnr_to_full": metrics.psnr(out, full) if full is not None else None,
                          "flicker_ratio": metrics.flicker_ratio(out, tgt)})
         report[variant] = summarise(rows)
     return report
+
+
+def full_step_variant(name: str) -> str | None:
+    """The full-step variant a Clockwork variant is measured against (``mmg+clockwork`` -> ``mmg``)."""
+    base, _, rest = name.partition("+")
+    return base if rest.startswith("clockwork") else None
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -104,6 +122,7 @@ def summarise(rows: list[dict]) -> dict:
         return {"instruction_accuracy": float(np.mean([r["hit"] for r in rs])),
                 "psnr_to_target": metrics.mean_or_none(r["psnr_to_target"] for r in rs),
                 "psnr_to_reference": metrics.mean_or_none(r["psnr_to_reference"] for r in rs),
+                "psnr_to_full": metrics.mean_or_none(r["psnr_to_full"] for r in rs),
                 "flicker_ratio": metrics.mean_or_none(r["flicker_ratio"] for r in rs), "n": len(rs)}
     out = agg(rows)
     out["per_edit"] = {e: agg([r for r in rows if r["edit"] == e]) for e in dict.fromkeys(r["edit"] for r in rows)}
@@ -113,20 +132,29 @@ def summarise(rows: list[dict]) -> dict:
 
 
 def print_table(report: dict, file=sys.stdout) -> None:
-    cols = ("instruction_accuracy", "psnr_to_target", "psnr_to_reference", "flicker_ratio")
+    cols = ("instruction_accuracy", "psnr_to_target", "psnr_to_reference", "psnr_to_full", "flicker_ratio")
     fmt = lambda v: "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
-    print(f"{'variant':<28}" + "".join(f"{c:>22}" for c in cols), file=file)
+    print(f"{'variant':<28}" + "".join(f"{c:>21}" for c in cols), file=file)
     for name, r in report["variants"].items():
-        print(f"{name:<28}" + "".join(f"{fmt(r[c]):>22}" for c in cols), file=file)
+        print(f"{name:<28}" + "".join(f"{fmt(r[c]):>21}" for c in cols), file=file)
         for s, rs in r["per_split"].items():
-            print(f"  paraphrases {s:<14}" + "".join(f"{fmt(rs[c]):>22}" for c in cols), file=file)
+            print(f"  paraphrases {s:<14}" + "".join(f"{fmt(rs[c]):>21}" for c in cols), file=file)
     for name, r in report["variants"].items():
         print(f"\nper edit, {name}:", file=file)
         for e, rs in r["per_edit"].items():
-            print(f"  {e:<26}" + "".join(f"{fmt(rs[c]):>22}" for c in cols), file=file)
+            print(f"  {e:<26}" + "".join(f"{fmt(rs[c]):>21}" for c in cols), file=file)
+    for name, axes in (report.get("sweep") or {}).items():
+        for axis, r in axes.items():
+            print(f"\nsweep {name} s_{axis[0].upper()} {r['values']}: {r['metric']} {fmt_curve(r['mean_curve'])}, "
+                  f"spearman mean {r['spearman_mean']:.3f}, of the mean curve {r['spearman_of_mean_curve']:.3f}",
+                  file=file)
     ae = report["autoencoder_psnr"]
     print(f"\nautoencoder_psnr: {fmt(ae['mean'])} dB  " + ", ".join(f"{k} {v:.2f}" for k, v in ae["per_clip"].items()),
           file=file)
+
+
+def fmt_curve(values) -> str:
+    return "[" + ", ".join(f"{v:.3f}" for v in values) + "]"
 
 
 def parse_args(argv=None):
@@ -145,6 +173,10 @@ def parse_args(argv=None):
     p.add_argument("--instructions", type=Path, default=None, help="JSON {family id: text or [texts]}")
     p.add_argument("--list-edits", action="store_true", help="print the family ids and paraphrases, then exit")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--clock", type=int, default=2, help="Clockwork variants: full UNet every clock-th step")
+    p.add_argument("--sweep", action="store_true", help="also measure controllability along s_T and s_I sweeps")
+    p.add_argument("--sweep-tasks", type=int, default=12, help="(clip, edit) tasks in the sweep, spread evenly")
+    p.add_argument("--sweep-frames", type=int, default=4, help="frames per clip in the sweep")
     a = p.parse_args(argv)
     if not a.list_edits and a.clips is None:
         p.error("--clips is required")
@@ -179,13 +211,19 @@ def main(argv=None) -> dict | None:
     g = family.default_guidance
     guidance = Guidance(text=a.text_guidance or g.text, image=a.image_guidance or g.image)
     steps = a.steps or family.default_steps
-    outputs, seconds = run_tasks(editor, tasks, sources, variants, guidance, steps, a.seed)
+    base = EditRequest("(each task's instruction)", guidance, steps=steps, seed=a.seed, clock=a.clock)
+    outputs, seconds = run_tasks(editor, tasks, sources, variants, base)
     report = {"settings": {"clips": str(a.clips), "size": a.size, "frames": a.frames, "steps": steps,
                            "guidance": {"text": guidance.text, "image": guidance.image}, "seed": a.seed,
+                           "clock": a.clock,
                            "paraphrases": a.paraphrases, "instructions": str(a.instructions) if custom else None,
                            "model": family.name},
               "variants": score(outputs, tasks, sources, a.seed, "teacher" if "teacher" in variants else None),
               "autoencoder_psnr": autoencoder_psnr(family, sources), "seconds": seconds}
+    if a.sweep:
+        picked = spread(tasks, a.sweep_tasks)
+        report["sweep"] = {v: run_sweep(editor, picked, sources, replace(base, variant=v), a.sweep_frames)
+                           for v in variants}
     print_table(report)
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
@@ -193,15 +231,44 @@ def main(argv=None) -> dict | None:
     return report
 
 
-def run_tasks(editor, tasks, sources, variants, guidance, steps, seed):
+def run_tasks(editor, tasks, sources, variants, base: EditRequest):
+    """Every variant on every task with ``base``'s settings; returns the outputs and the seconds per variant."""
     outputs, seconds = {}, {v: 0.0 for v in variants}
     for t in tqdm(tasks, desc="edits"):
         for v in variants:
             t0 = time.perf_counter()
-            req = EditRequest(t.instruction, guidance, steps=steps, seed=seed, variant=v)
+            req = replace(base, instruction=t.instruction, variant=v)
             outputs[(v, t)] = editor.edit_frames(sources[t.clip], req).frames
             seconds[v] += time.perf_counter() - t0
     return outputs, seconds
+
+
+def spread(items: list, n: int) -> list:
+    """``n`` items spread evenly over ``items`` (all of them when there are at most ``n``)."""
+    if n >= len(items):
+        return list(items)
+    return [items[round(i * (len(items) - 1) / max(n - 1, 1))] for i in range(n)]
+
+
+def run_sweep(editor, tasks, sources, base: EditRequest, frames: int) -> dict:
+    """Controllability of ``base.variant``: edit strength along ``SWEEP_TEXT``, faithfulness along ``SWEEP_IMAGE``."""
+    axes = {"text": (SWEEP_TEXT, "edit_strength", metrics.edit_strength),
+            "image": (SWEEP_IMAGE, "psnr_to_source", metrics.psnr)}
+    out = {}
+    for axis, (values, name, metric) in axes.items():
+        curves = []
+        for t in tqdm(tasks, desc=f"sweep {base.variant} s_{axis[0].upper()}"):
+            src = sources[t.clip][:frames]
+            reqs = [replace(base, instruction=t.instruction, guidance=replace(base.guidance, **{axis: v}))
+                    for v in values]
+            curves.append([metric(editor.edit_frames(src, r).frames, src) for r in reqs])
+        mean_curve = np.mean(curves, axis=0).tolist()
+        per_task = [metrics.spearman(values, c) for c in curves]
+        out[axis] = {"values": list(values), "metric": name, "mean_curve": mean_curve,
+                     "spearman_mean": float(np.mean(per_task)), "spearman_per_task": per_task,
+                     "spearman_of_mean_curve": metrics.spearman(values, mean_curve),
+                     "tasks": [{"clip": t.clip, "edit": t.family, "instruction": t.instruction} for t in tasks]}
+    return out
 
 
 if __name__ == "__main__":

@@ -38,6 +38,22 @@ def instruction_hit(output: np.ndarray, requested: str, targets: dict[str, np.nd
     return nearest_family(output, targets) == requested
 
 
+def edit_strength(output: np.ndarray, source: np.ndarray) -> float:
+    """How far the edit moved the clip: mean absolute difference to the source, as a share of 255."""
+    if output.shape != source.shape:
+        raise ValueError(f"shape mismatch {output.shape} vs {source.shape}")
+    return float(np.mean(np.abs(output.astype(np.float32) - source.astype(np.float32)))) / 255.0
+
+
+def spearman(x, y) -> float:
+    """Spearman rank correlation of two sequences (0.0 when either is constant: no trend to rank)."""
+    from scipy.stats import spearmanr
+
+    if len(set(np.round(np.asarray(y, dtype=np.float64), 9))) < 2 or len(set(x)) < 2:
+        return 0.0
+    return float(spearmanr(x, y).statistic)
+
+
 def mean_or_none(xs) -> float | None:
     xs = [x for x in xs if x is not None]
     return float(np.mean(xs)) if xs else None

@@ -24,7 +24,8 @@ class Variant:
     description: str
     clockwork: Literal["identity", "trained"] | None = None
 
-    def _unet(self, family):
+    def unet(self, family):
+        """The family's UNet this variant runs."""
         return family.unet if self.model == "teacher" else family.extras[STUDENT_MMG]
 
     def _wrap(self):
@@ -33,10 +34,10 @@ class Variant:
     def denoiser(self, family, request):
         """A fresh denoiser for one sampling run: no state is shared between clips, chunks or requests."""
         if self.clockwork is None:
-            return self._wrap()(self._unet(family))
+            return self._wrap()(self.unet(family))
         cfg = ClockworkConfig(clock=request.clock, adaptor=self.clockwork)
         adaptor = family.adaptors[self.model] if self.clockwork == "trained" else None
-        return ClockworkDenoiser(self._unet(family), cfg, adaptor=adaptor, wrap=self._wrap())
+        return ClockworkDenoiser(self.unet(family), cfg, adaptor=adaptor, wrap=self._wrap())
 
     def steps(self, request) -> int:
         return request.steps

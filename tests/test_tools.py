@@ -1,0 +1,53 @@
+"""The evaluation and benchmark commands on the tiny random family: they run end to end and write the documented
+JSON keys (the figures themselves are only meaningful on the shipped family)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from editor import bench, evaluate, video_io
+
+
+@pytest.fixture(scope="module")
+def clips_dir(tmp_path_factory, moving_frames):
+    folder = tmp_path_factory.mktemp("clips")
+    video_io.write_clip(moving_frames[:3], 8.0, folder / "moving.mp4")
+    return folder
+
+
+def test_evaluate_with_clockwork_and_sweep(tmp_path, clips_dir, tiny_family_dir):
+    out = tmp_path / "eval.json"
+    evaluate.main(["--clips", str(clips_dir), "--model", str(tiny_family_dir), "--json", str(out), "--size", "32",
+                   "--frames", "2", "--steps", "3", "--edits", "sepia,invert",
+                   "--variants", "teacher,teacher+clockwork-identity", "--clock", "2",
+                   "--sweep", "--sweep-tasks", "1", "--sweep-frames", "2"])
+    report = json.loads(out.read_text())
+    assert report["settings"]["clock"] == 2
+    teacher, cw = report["variants"]["teacher"], report["variants"]["teacher+clockwork-identity"]
+    assert teacher["psnr_to_full"] is None and teacher["psnr_to_reference"] is None
+    assert cw["psnr_to_full"] == pytest.approx(cw["psnr_to_reference"])  # the full-step variant is the teacher here
+    assert cw["n"] == 2 and set(cw["per_edit"]) == {"sepia", "invert"}
+    for axes in report["sweep"].values():
+        assert axes["text"]["values"] == list(evaluate.SWEEP_TEXT) and len(axes["image"]["mean_curve"]) == 5
+        assert -1.0 <= axes["text"]["spearman_mean"] <= 1.0 and len(axes["image"]["spearman_per_task"]) == 1
+
+
+def test_spread_and_full_step_variant():
+    assert evaluate.spread(list(range(10)), 3) == [0, 4, 9]  # round() rounds 4.5 to even
+    assert evaluate.spread([1, 2], 5) == [1, 2]
+    assert evaluate.full_step_variant("mmg+clockwork") == "mmg"
+    assert evaluate.full_step_variant("teacher+clockwork-identity") == "teacher"
+    assert evaluate.full_step_variant("mmg") is None
+
+
+def test_bench_ratios_and_step_flops(tmp_path, tiny_family_dir):
+    out = tmp_path / "bench.json"
+    bench.main(["--model", str(tiny_family_dir), "--json", str(out), "--size", "32", "--frames", "2", "--steps", "4",
+                "--variants", "teacher,teacher+clockwork-identity"])
+    report = json.loads(out.read_text())
+    cw = report["variants"]["teacher+clockwork-identity"]
+    assert cw["unet_passes_per_frame"] == 6 and report["variants"]["teacher"]["unet_passes_per_frame"] == 12
+    assert 0 < cw["step_gflops"]["adaptor"] < cw["step_gflops"]["full"]
+    saving = report["ratios"]["teacher+clockwork-identity"]
+    assert 0 < saving["unet_flops_saving_vs_full"] < 1 and "per_step_speedup_vs_teacher" in saving

@@ -26,6 +26,8 @@ Edit strength (mean absolute change from the source) should rise with ``s_T``, f
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import json
 import sys
 import time
@@ -42,7 +44,7 @@ from editor.guidance import Guidance
 from editor.layout import frames_to_images, images_to_frames
 from editor.loading import load_family
 from editor.pipeline import Editor, EditRequest
-from editor.variants import available_variants
+from editor.variants import available_variants, get_variant
 
 VIDEO_EXTS = {".mp4", ".mov", ".webm", ".mkv", ".avi", ".gif", ".m4v"}
 SWEEP_TEXT = (2.0, 5.0, 8.0, 11.0, 14.0)   # s_T values of the sweep (the MMG training range, U[2, 14])
@@ -55,6 +57,50 @@ class Task:
     family: str
     instruction: str
     split: str  # seen | held-out | custom
+
+
+class EditRunner:
+    """``editor.edit_frames`` with an optional on-disk cache (``--cache DIR``): an output is keyed by the sha256 of the
+    weights the variant runs (UNet, autoencoder, adaptor), the input frames and every request field, so a later run
+    reuses e.g. the teacher's outputs when only a new variant is added, and never a stale output."""
+
+    def __init__(self, editor: Editor, cache: Path | None = None):
+        self.editor, self.cache = editor, cache
+        self._weights: dict[str, str] = {}
+        self.hits = 0
+
+    def weights_hash(self, variant_name: str) -> str:
+        if variant_name not in self._weights:
+            fam, v = self.editor.family, get_variant(variant_name)
+            mods = [v.unet(fam), fam.autoencoder] + ([fam.adaptors[v.model]] if v.clockwork == "trained" else [])
+            h = hashlib.sha256()
+            for m in mods:
+                for k, t in sorted(m.state_dict().items()):
+                    h.update(k.encode())
+                    h.update(t.detach().cpu().contiguous().numpy().tobytes())
+            self._weights[variant_name] = h.hexdigest()
+        return self._weights[variant_name]
+
+    def key(self, frames: np.ndarray, request: EditRequest) -> str:
+        h = hashlib.sha256(json.dumps(dataclasses.asdict(request), sort_keys=True).encode())
+        h.update(self.weights_hash(request.variant).encode())
+        h.update(str(frames.shape).encode())
+        h.update(np.ascontiguousarray(frames).tobytes())
+        return h.hexdigest()
+
+    def __call__(self, frames: np.ndarray, request: EditRequest) -> np.ndarray:
+        if self.cache is None:
+            return self.editor.edit_frames(frames, request).frames
+        path = self.cache / f"{self.key(frames, request)}.npy"
+        if path.exists():
+            self.hits += 1
+            return np.load(path)
+        out = self.editor.edit_frames(frames, request).frames
+        self.cache.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npy")
+        np.save(tmp, out)
+        tmp.replace(path)  # atomic: a killed run never leaves a truncated output behind
+        return out
 
 
 def list_clips(folder: Path) -> list[Path]:
@@ -174,6 +220,8 @@ def parse_args(argv=None):
     p.add_argument("--list-edits", action="store_true", help="print the family ids and paraphrases, then exit")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--clock", type=int, default=2, help="Clockwork variants: full UNet every clock-th step")
+    p.add_argument("--cache", type=Path, default=None,
+                   help="reuse outputs saved here by earlier runs (keyed by weights, frames and settings)")
     p.add_argument("--sweep", action="store_true", help="also measure controllability along s_T and s_I sweeps")
     p.add_argument("--sweep-tasks", type=int, default=12, help="(clip, edit) tasks in the sweep, spread evenly")
     p.add_argument("--sweep-frames", type=int, default=4, help="frames per clip in the sweep")
@@ -212,7 +260,8 @@ def main(argv=None) -> dict | None:
     guidance = Guidance(text=a.text_guidance or g.text, image=a.image_guidance or g.image)
     steps = a.steps or family.default_steps
     base = EditRequest("(each task's instruction)", guidance, steps=steps, seed=a.seed, clock=a.clock)
-    outputs, seconds = run_tasks(editor, tasks, sources, variants, base)
+    run = EditRunner(editor, a.cache)
+    outputs, seconds = run_tasks(run, tasks, sources, variants, base)
     report = {"settings": {"clips": str(a.clips), "size": a.size, "frames": a.frames, "steps": steps,
                            "guidance": {"text": guidance.text, "image": guidance.image}, "seed": a.seed,
                            "clock": a.clock,
@@ -222,8 +271,9 @@ def main(argv=None) -> dict | None:
               "autoencoder_psnr": autoencoder_psnr(family, sources), "seconds": seconds}
     if a.sweep:
         picked = spread(tasks, a.sweep_tasks)
-        report["sweep"] = {v: run_sweep(editor, picked, sources, replace(base, variant=v), a.sweep_frames)
+        report["sweep"] = {v: run_sweep(run, picked, sources, replace(base, variant=v), a.sweep_frames)
                            for v in variants}
+    report["cached_outputs"] = run.hits
     print_table(report)
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
@@ -231,14 +281,15 @@ def main(argv=None) -> dict | None:
     return report
 
 
-def run_tasks(editor, tasks, sources, variants, base: EditRequest):
-    """Every variant on every task with ``base``'s settings; returns the outputs and the seconds per variant."""
+def run_tasks(run: EditRunner, tasks, sources, variants, base: EditRequest):
+    """Every variant on every task with ``base``'s settings; returns the outputs and the seconds per variant
+    (cached outputs count as no time)."""
     outputs, seconds = {}, {v: 0.0 for v in variants}
     for t in tqdm(tasks, desc="edits"):
         for v in variants:
             t0 = time.perf_counter()
             req = replace(base, instruction=t.instruction, variant=v)
-            outputs[(v, t)] = editor.edit_frames(sources[t.clip], req).frames
+            outputs[(v, t)] = run(sources[t.clip], req)
             seconds[v] += time.perf_counter() - t0
     return outputs, seconds
 
@@ -250,7 +301,7 @@ def spread(items: list, n: int) -> list:
     return [items[round(i * (len(items) - 1) / max(n - 1, 1))] for i in range(n)]
 
 
-def run_sweep(editor, tasks, sources, base: EditRequest, frames: int) -> dict:
+def run_sweep(run: EditRunner, tasks, sources, base: EditRequest, frames: int) -> dict:
     """Controllability of ``base.variant``: edit strength along ``SWEEP_TEXT``, faithfulness along ``SWEEP_IMAGE``."""
     axes = {"text": (SWEEP_TEXT, "edit_strength", metrics.edit_strength),
             "image": (SWEEP_IMAGE, "psnr_to_source", metrics.psnr)}
@@ -261,7 +312,7 @@ def run_sweep(editor, tasks, sources, base: EditRequest, frames: int) -> dict:
             src = sources[t.clip][:frames]
             reqs = [replace(base, instruction=t.instruction, guidance=replace(base.guidance, **{axis: v}))
                     for v in values]
-            curves.append([metric(editor.edit_frames(src, r).frames, src) for r in reqs])
+            curves.append([metric(run(src, r), src) for r in reqs])
         mean_curve = np.mean(curves, axis=0).tolist()
         per_task = [metrics.spearman(values, c) for c in curves]
         out[axis] = {"values": list(values), "metric": name, "mean_curve": mean_curve,

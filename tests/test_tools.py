@@ -21,8 +21,14 @@ def test_evaluate_with_clockwork_and_sweep(tmp_path, clips_dir, tiny_family_dir)
     evaluate.main(["--clips", str(clips_dir), "--model", str(tiny_family_dir), "--json", str(out), "--size", "32",
                    "--frames", "2", "--steps", "3", "--edits", "sepia,invert",
                    "--variants", "teacher,teacher+clockwork-identity", "--clock", "2",
-                   "--sweep", "--sweep-tasks", "1", "--sweep-frames", "2"])
+                   "--sweep", "--sweep-tasks", "1", "--sweep-frames", "2", "--cache", str(tmp_path / "cache")])
     report = json.loads(out.read_text())
+    # the s_I sweep's point at the default s_I (1.5) is the main run's edit for the swept task: one hit per variant
+    assert report["cached_outputs"] == 2 and len(list((tmp_path / "cache").glob("*.npy"))) == 4 + 2 * 10 - 2
+    again = evaluate.main(["--clips", str(clips_dir), "--model", str(tiny_family_dir), "--size", "32",
+                           "--frames", "2", "--steps", "3", "--edits", "sepia,invert", "--variants", "teacher",
+                           "--cache", str(tmp_path / "cache")])
+    assert again["cached_outputs"] == 2 and again["variants"]["teacher"] == report["variants"]["teacher"]
     assert report["settings"]["clock"] == 2
     teacher, cw = report["variants"]["teacher"], report["variants"]["teacher+clockwork-identity"]
     assert teacher["psnr_to_full"] is None and teacher["psnr_to_reference"] is None

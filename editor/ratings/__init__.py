@@ -6,10 +6,10 @@ from editor.ratings.stats import (
     bootstrap_bt, bradley_terry, elo, pairwise_table, per_instruction, wilson_interval,
 )
 from editor.ratings.store import (
-    CHOICES, VOTE_COLUMNS, DuplicateVote, Store, VoteIn, default_url, pair_key,
+    CHOICES, VOTE_COLUMNS, DuplicateVote, Store, VoteIn, default_url, file_sha256, pair_key,
 )
 
 __all__ = [
-    "CHOICES", "VOTE_COLUMNS", "DuplicateVote", "Store", "VoteIn", "default_url", "pair_key",
+    "CHOICES", "VOTE_COLUMNS", "DuplicateVote", "Store", "VoteIn", "default_url", "file_sha256", "pair_key",
     "bootstrap_bt", "bradley_terry", "elo", "pairwise_table", "per_instruction", "wilson_interval",
 ]

@@ -119,6 +119,15 @@ def pair_key(clip_hash: str, instruction: str, a: Mapping, b: Mapping) -> str:
     return _sha256_json({"v": 1, "clip": clip_hash, "instruction": instruction, "a": dict(a), "b": dict(b)})
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 hex of a file's bytes: the ``clip_hash`` of votes and study pairs (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -336,8 +345,9 @@ def _study_pair_row(study_id: str, pair: Mapping) -> StudyPair:
     timings = p.get("timings")
     if timings is not None and not isinstance(timings, Mapping):
         raise ValueError("timings must be a mapping or None")
+    # the study is part of the key: a rater who judged the same comparison in another study may judge it here
     key = p.get("pair_key") or _sha256_json({
-        "v": 1, "clip": clip_hash or str(p["clip_path"]), "instruction": p["instruction"],
+        "v": 2, "study": study_id, "clip": clip_hash or str(p["clip_path"]), "instruction": p["instruction"],
         "variant_a": p["variant_a"], "variant_b": p["variant_b"], "params": params})
     return StudyPair(
         study_id=study_id, pair_key=key, clip_path=str(p["clip_path"]), instruction=p["instruction"],
@@ -550,8 +560,8 @@ class Store:
         Each pair: ``clip_path``, ``instruction``, ``variant_a``, ``variant_b`` (required); ``params`` (JSON),
         ``rendered_a``, ``rendered_b``, ``is_gold`` (default False), ``gold_bad_side`` ('A'/'B', required for gold
         pairs), ``clip_hash`` (sha256 hex of the clip file), ``timings`` (JSON, e.g. ``{"a": {...}, "b": {...}}``),
-        ``pair_key`` (default: sha256 of the pair's clip (``clip_hash`` if given, else ``clip_path``),
-        instruction, variant names and params).  Raises ``ValueError`` for an unknown study or a pair key already in
+        ``pair_key`` (default: sha256 of the study id, the pair's clip (``clip_hash`` if given, else
+        ``clip_path``), instruction, variant names and params).  Raises ``ValueError`` for an unknown study or a pair key already in
         the study.
         """
         rows = [_study_pair_row(study_id, p) for p in pairs]

@@ -3,7 +3,9 @@
     python app.py                                   # the embedded family (data/models/embedded)
     python app.py --model timbrooks/instruct-pix2pix --autoencoder madebyollin/taesd
 
-Environment: ``MOVIE_MODEL`` (model, when --model is not given), ``PORT``, ``SPACE_ID`` (serve on 0.0.0.0).
+Environment: ``MOVIE_MODEL`` (model, when --model is not given), ``DATABASE_URL`` (ratings database, when --db is
+not given; default SQLite ``data/ratings.db``), ``MOVIE_ADMIN_TOKEN`` (admin views), ``PORT``, ``SPACE_ID`` (serve on
+0.0.0.0).
 """
 from __future__ import annotations
 
@@ -12,8 +14,11 @@ import os
 
 from editor.loading import EMBEDDED, load_family
 from editor.pipeline import Editor
+from editor.ratings.store import Store, default_url
 from editor.video_io import VideoLimits
-from ui.blocks import AppConfig, build_app
+from ui.blocks import AppConfig, build_app, launch_kwargs, queue_app
+
+STUDIES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "studies")
 
 
 def _positive_int(text: str) -> int:
@@ -22,6 +27,13 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def database_url(db: str | None) -> str:
+    """``--db`` as a SQLAlchemy URL: a URL as is, a plain path as a SQLite file, nothing as the default."""
+    if not db:
+        return default_url()
+    return db if "://" in db else f"sqlite:///{os.path.abspath(db)}"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -36,6 +48,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--share", action="store_true", help="create a public Gradio share link")
     p.add_argument("--max-frames", type=_positive_int, default=48, help="frames edited per clip (default 48)")
     p.add_argument("--short-side", type=_positive_int, default=256, help="working short side in pixels (default 256)")
+    p.add_argument("--db", default=None, help="ratings database, any SQLAlchemy URL "
+                                              "(default: $DATABASE_URL or SQLite data/ratings.db)")
+    p.add_argument("--studies", default=STUDIES_DIR, help="folder of pre-rendered study videos that may be served")
+    p.add_argument("--max-waiting", type=int, default=4, help="edits that may wait for the engine (default 4)")
     return p.parse_args(argv)
 
 
@@ -46,10 +62,11 @@ def main(argv: list[str] | None = None) -> None:
         editor = Editor(load_family(args.model, autoencoder=args.autoencoder))
     except (OSError, ValueError) as e:  # missing folder, not a model, hub unreachable
         raise SystemExit(f"could not load the model {args.model!r}: {e}") from e
-    config = AppConfig(limits=VideoLimits(), max_frames=args.max_frames, short_side=args.short_side)
-    demo = build_app(editor, config)
-    demo.queue(default_concurrency_limit=1, max_size=8).launch(server_name=args.host, server_port=args.port,
-                                                               share=args.share)
+    config = AppConfig(limits=VideoLimits(), max_frames=args.max_frames, short_side=args.short_side,
+                       max_waiting=args.max_waiting)
+    demo = build_app(editor, Store(database_url(args.db)), config)
+    queue_app(demo).launch(server_name=args.host, server_port=args.port, share=args.share,
+                           **launch_kwargs(config, (args.studies,)))
 
 
 if __name__ == "__main__":

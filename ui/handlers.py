@@ -7,6 +7,7 @@ settings out of range -- raises :class:`UserError` with a message meant to be sh
 from __future__ import annotations
 
 import math
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -15,14 +16,17 @@ import numpy as np
 
 from editor.guidance import Guidance
 from editor.pipeline import EditRequest, EditResult, Editor
-from editor.variants import available_variants
-from editor.video_io import VideoError
+from editor.variants import VARIANTS, available_variants
+from editor.video_io import Clip, VideoError, read_clip
 
 STEPS_RANGE = (1, 50)       # sampler steps the app accepts
+CLOCK_RANGE = (1, 8)        # Clockwork clocks the app accepts (full UNet every clock-th step)
+CLOCKWORK_SUFFIXES = ("+clockwork", "+clockwork-identity")  # preferred first: the trained adaptor
 SEED_RANGE = (0, 2**32 - 1)  # seeds the app accepts; random seeds are drawn from [0, 2**31)
 KEEP_OUTPUTS = 32            # edited clips kept in the output folder; older ones are deleted
 
 Progress = Callable[[int, int], None]
+ProgressSink = Callable[[float, float, str], None]  # (frames done, frames in all, description)
 
 
 class UserError(ValueError):
@@ -40,8 +44,38 @@ def pick_seed(seed: float | int | None, randomize: bool, rng: np.random.Generato
     return int(seed)
 
 
+def base_variant(name: str) -> str:
+    """The variant without Clockwork: ``'mmg+clockwork-identity'`` -> ``'mmg'``."""
+    for suffix in CLOCKWORK_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def with_clockwork(name: str, clockwork: bool, variants: list[str]) -> str:
+    """The variant to run for the selector's ``name`` and the Clockwork switch: the base variant when off; when on,
+    its trained-adaptor variant if available, else its identity-adaptor one (``name`` itself if it has neither)."""
+    base = base_variant(name)
+    if not clockwork:
+        return base if base in variants else name
+    options = [base + suffix for suffix in CLOCKWORK_SUFFIXES if base + suffix in variants]
+    return name if name in options else (options[0] if options else name)
+
+
+def uses_clockwork(name: str) -> bool:
+    """True for a Clockwork variant of the registry."""
+    return name in VARIANTS and VARIANTS[name].clockwork is not None
+
+
+def check_clock(clock: float | None) -> int:
+    """The Clockwork clock as an int in :data:`CLOCK_RANGE`; anything else raises :class:`UserError`."""
+    if clock is None or clock != int(clock) or not CLOCK_RANGE[0] <= int(clock) <= CLOCK_RANGE[1]:
+        raise UserError(f"The clock must be a whole number from {CLOCK_RANGE[0]} to {CLOCK_RANGE[1]}, got {clock}.")
+    return int(clock)
+
+
 def make_request(instruction: str | None, variant: str, s_t: float, s_i: float, steps: float, seed: int,
-                 variants: list[str]) -> EditRequest:
+                 variants: list[str], clock: float = 2) -> EditRequest:
     """Check the settings and build the :class:`EditRequest`; bad settings raise :class:`UserError`."""
     instruction = (instruction or "").strip()
     if not instruction:
@@ -52,9 +86,26 @@ def make_request(instruction: str | None, variant: str, s_t: float, s_i: float, 
         raise UserError(f"Steps must be a whole number from {STEPS_RANGE[0]} to {STEPS_RANGE[1]}, got {steps}.")
     try:
         return EditRequest(instruction, Guidance(text=float(s_t), image=float(s_i)), steps=int(steps),
-                           seed=seed, variant=variant)
+                           seed=seed, variant=variant, clock=check_clock(clock))
     except (TypeError, ValueError) as e:
         raise UserError(f"Invalid settings: {e}.") from e
+
+
+class ProgressReport:
+    """Turns the engine's ``(steps done, steps in all)`` into frames done and time left for a progress sink."""
+
+    def __init__(self, frames: int, sink: ProgressSink | None, clock: Callable[[], float] = time.monotonic):
+        self.frames, self.sink, self.clock = frames, sink, clock
+        self.start = clock()
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.sink is None or total <= 0:
+            return
+        share = min(1.0, done / total)
+        frames = math.floor(self.frames * share)
+        left = (self.clock() - self.start) * (1 - share) / share if share > 0 else float("nan")
+        eta = f"about {left:.0f} s left" if math.isfinite(left) else "estimating time left"
+        self.sink(frames, self.frames, f"Denoising: {frames}/{self.frames} frames done, {eta}")
 
 
 def new_output_path(output_dir: str | Path, keep: int = KEEP_OUTPUTS) -> Path:
@@ -67,14 +118,19 @@ def new_output_path(output_dir: str | Path, keep: int = KEEP_OUTPUTS) -> Path:
     return folder / f"edit-{uuid.uuid4().hex[:12]}.mp4"
 
 
-def describe(result: EditResult, variant: str, size: tuple[int, int]) -> dict:
+def describe(result: EditResult, variant: str, size: tuple[int, int], gflops: float | None = None) -> dict:
     """The info panel: the settings actually used and the speed figures of the run."""
     r = result.request
-    return {"settings": {"variant": variant, "instruction": r.instruction, "s_T": r.guidance.text,
-                         "s_I": r.guidance.image, "steps": r.steps, "seed": r.seed,
-                         "frames": len(result.frames), "size": f"{size[0]}x{size[1]}", "fps": result.fps,
-                         "notes": list(result.notes)},
-            "speed": _rounded(result.summary())}
+    settings = {"variant": variant, "instruction": r.instruction, "s_T": r.guidance.text,
+                "s_I": r.guidance.image, "steps": r.steps, "seed": r.seed,
+                "frames": len(result.frames), "size": f"{size[0]}x{size[1]}", "fps": result.fps,
+                "notes": list(result.notes)}
+    if uses_clockwork(variant):
+        settings["clock"] = r.clock
+    speed = result.summary()
+    if gflops is not None:
+        speed["unet_gflops_per_frame"] = gflops
+    return {"settings": settings, "speed": _rounded(speed)}
 
 
 def _rounded(value, digits: int = 2):
@@ -84,26 +140,83 @@ def _rounded(value, digits: int = 2):
     return round(value, digits) if isinstance(value, float) else value
 
 
-def run_edit(editor: Editor, config, video_path: str | None, instruction: str | None, variant: str,
-             s_t: float, s_i: float, steps: float, seed: float | None, randomize: bool,
-             progress: Progress | None = None, rng: np.random.Generator | None = None) -> tuple[str, dict]:
-    """Edit the clip at ``video_path``; returns the edited MP4's path and the info dict (settings + speed).
-
-    ``config`` is a :class:`ui.blocks.AppConfig` (limits, short_side, max_frames, output_dir); ``progress``
-    receives the engine's ``(done, total)`` sampler steps. User mistakes raise :class:`UserError`.
-    """
+def load_clip(editor: Editor, config, video_path: str | None, max_frames: int | None = None) -> Clip:
+    """The clip as the engine will see it (working size, frame cap); bad input raises :class:`UserError`."""
     if not video_path:
         raise UserError("Upload a video first (or pick one of the sample clips).")
-    request = make_request(instruction, variant, s_t, s_i, steps,
-                           pick_seed(seed, randomize, rng or np.random.default_rng()),
-                           available_variants(editor.family))
+    try:
+        return read_clip(video_path, short_side=config.short_side, limits=config.limits,
+                         max_frames=max_frames or config.max_frames, multiple=editor.family.size_multiple)
+    except VideoError as e:
+        raise UserError(f"Could not read the video: {e}.") from e
+
+
+def edit_clip(editor: Editor, config, video_path: str, request: EditRequest,
+              progress: Progress | None = None) -> EditResult:
+    """Run the engine on ``video_path`` into a fresh output file; engine refusals become :class:`UserError`."""
     out_path = new_output_path(config.output_dir)
     try:
-        result = editor.edit_video(video_path, out_path, request, limits=config.limits,
-                                   short_side=config.short_side, max_frames=config.max_frames, progress=progress)
+        return editor.edit_video(video_path, out_path, request, limits=config.limits,
+                                 short_side=config.short_side, max_frames=config.max_frames, progress=progress)
     except VideoError as e:
         raise UserError(f"Could not read the video: {e}.") from e
     except (ValueError, KeyError) as e:
         raise UserError(f"Could not edit the video: {e.args[0] if e.args else e}.") from e
+
+
+def request_from_settings(editor: Editor, instruction, variant, s_t, s_i, steps, seed, randomize,
+                          clockwork: bool = False, clock: float = 2,
+                          rng: np.random.Generator | None = None) -> EditRequest:
+    """The :class:`EditRequest` for the Edit tab's settings (Clockwork switch applied to the variant)."""
+    variants = available_variants(editor.family)
+    name = with_clockwork(variant, bool(clockwork), variants) if variant in variants else variant
+    return make_request(instruction, name, s_t, s_i, steps,
+                        pick_seed(seed, randomize, rng or np.random.default_rng()), variants, clock)
+
+
+def run_edit(editor: Editor, config, video_path: str | None, instruction: str | None, variant: str,
+             s_t: float, s_i: float, steps: float, seed: float | None, randomize: bool,
+             clockwork: bool = False, clock: float = 2, progress: ProgressSink | None = None,
+             rng: np.random.Generator | None = None, costs=None) -> tuple[str, dict]:
+    """Edit the clip at ``video_path``; returns the edited MP4's path and the info dict (settings + speed).
+
+    ``config`` is a :class:`ui.blocks.AppConfig` (limits, short_side, max_frames, output_dir); ``progress``
+    receives ``(frames done, frames, description)``; ``costs`` (a :class:`ui.costs.CostTable`) adds the UNet
+    GFLOPs per frame. User mistakes raise :class:`UserError`.
+    """
+    request = request_from_settings(editor, instruction, variant, s_t, s_i, steps, seed, randomize, clockwork,
+                                    clock, rng)
+    clip = load_clip(editor, config, video_path)
+    result = edit_clip(editor, config, video_path, request, ProgressReport(len(clip.frames), progress))
+    return result.output_path, describe(result, request.variant, _size(result),
+                                        _gflops(costs, editor, request, result))
+
+
+def preview_frame(editor: Editor, config, video_path: str | None, instruction: str | None, variant: str,
+                  s_t: float, s_i: float, steps: float, seed: float | None, randomize: bool,
+                  clockwork: bool = False, clock: float = 2, rng: np.random.Generator | None = None,
+                  costs=None) -> tuple[np.ndarray, dict]:
+    """Edit only the first frame (a quick look before the whole clip); returns the ``H W 3`` image and the info."""
+    request = request_from_settings(editor, instruction, variant, s_t, s_i, steps, seed, randomize, clockwork,
+                                    clock, rng)
+    clip = load_clip(editor, config, video_path, max_frames=1)
+    try:
+        result = editor.edit_frames(clip.frames[:1], request)
+    except (ValueError, KeyError) as e:
+        raise UserError(f"Could not edit the frame: {e.args[0] if e.args else e}.") from e
+    return result.frames[0], describe(result, request.variant, _size(result), _gflops(costs, editor, request, result))
+
+
+def _size(result: EditResult) -> tuple[int, int]:
+    """``(width, height)`` of the edited frames."""
     height, width = result.frames.shape[1:3]
-    return str(out_path), describe(result, variant, (width, height))
+    return width, height
+
+
+def _gflops(costs, editor: Editor, request: EditRequest, result: EditResult) -> float | None:
+    """UNet GFLOPs per frame of ``request`` at the result's latent size (``None`` without a cost table)."""
+    if costs is None:
+        return None
+    height, width = result.frames.shape[1:3]
+    d = editor.family.downsample
+    return costs.cost(request.variant, request.steps, request.clock, (height // d, width // d)).gflops

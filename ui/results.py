@@ -1,0 +1,84 @@
+"""Results tab handlers: the leaderboard of the preference votes (DESIGN.md section 6), optionally of one study.
+
+Per pair of variants: win rate with its Wilson 95 % interval; per variant: Bradley-Terry log-strength with a
+bootstrap 95 % interval and its Elo-like value (ties and "both bad" count half, as in FastChat's arena); the same
+pairwise table per instruction; CSV export of the raw votes for admins.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pandas as pd
+
+from editor.ratings.stats import bootstrap_bt, elo, pairwise_table, per_instruction
+from editor.ratings.store import Store
+from editor.study import admin_ok
+from ui.handlers import UserError
+
+ALL = ""  # the study filter's value for "all votes"
+PAIR_COLUMNS = ["variant A", "variant B", "votes", "A wins", "B wins", "ties", "both bad", "A win rate",
+                "CI low", "CI high"]
+BT_COLUMNS = ["variant", "BT score", "CI low", "CI high", "Elo"]
+
+
+def study_filter_choices(store: Store) -> list[tuple[str, str]]:
+    """``(label, value)`` of the study filter: all votes, then every study by name."""
+    return [("All votes", ALL)] + [(f"{s['name']} ({s['id'][:8]})", s["id"]) for s in store.studies()]
+
+
+def _pair_rows(table: list[dict]) -> list[dict]:
+    """:func:`pairwise_table` rows under the page's column names, rates rounded to 4 places."""
+    return [dict(zip(PAIR_COLUMNS, (r["variant_a"], r["variant_b"], r["n"], r["wins_a"], r["wins_b"], r["ties"],
+                                     r["both_bad"], round(r["win_rate_a"], 4), round(r["ci_low"], 4),
+                                     round(r["ci_high"], 4))))
+            for r in table]
+
+
+def pair_frame(votes: list[dict]) -> pd.DataFrame:
+    """Win rates of the first-named variant of each pair with Wilson 95 % intervals."""
+    return pd.DataFrame(_pair_rows(pairwise_table(votes)), columns=PAIR_COLUMNS)
+
+
+def bt_frame(votes: list[dict], n_boot: int = 200) -> pd.DataFrame:
+    """Bradley-Terry scores with bootstrap 95 % intervals, best first."""
+    scores = bootstrap_bt(votes, n_boot=n_boot)
+    elos = elo({k: s for k, (s, _, _) in scores.items()})
+    rows = [dict(zip(BT_COLUMNS, (k, round(s, 4), round(lo, 4), round(hi, 4), round(elos[k], 1))))
+            for k, (s, lo, hi) in scores.items()]
+    return pd.DataFrame(sorted(rows, key=lambda r: -r["BT score"]), columns=BT_COLUMNS)
+
+
+def instruction_frame(votes: list[dict]) -> pd.DataFrame:
+    """The pairwise table per instruction."""
+    rows = [{"instruction": k, **r} for k, table in per_instruction(votes).items() for r in _pair_rows(table)]
+    return pd.DataFrame(rows, columns=["instruction", *PAIR_COLUMNS])
+
+
+def win_plot_frame(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Long format for the win-rate bar plot: one bar per pair (the first-named variant's win rate)."""
+    labels = [f"{a} vs {b}" for a, b in zip(pairs["variant A"], pairs["variant B"])]
+    return pd.DataFrame({"pair": labels, "A win rate": pairs["A win rate"]})
+
+
+def results(store: Store, study_id: str | None = ALL, n_boot: int = 200) -> tuple:
+    """Everything the Results page shows for ``study_id`` (all votes when empty):
+    ``(summary markdown, pairs, Bradley-Terry, per instruction, win-rate plot, Bradley-Terry plot)``."""
+    votes = store.votes(study_id or None)
+    pairs, bt = pair_frame(votes), bt_frame(votes, n_boot)
+    raters = len({v["rater_id"] for v in votes})
+    summary = f"**{len(votes)} vote{"s" * (len(votes) != 1)}** from **{raters} rater{"s" * (raters != 1)}**" + (f" in study `{study_id}`" if study_id else "")
+    return summary, pairs, bt, instruction_frame(votes), win_plot_frame(pairs), bt[["variant", "BT score"]]
+
+
+def export_csv(store: Store, token: str | None, study_id: str | None = ALL, folder: str | None = None) -> str:
+    """Write the votes (of ``study_id``, or all) as CSV for an admin; returns the file's path."""
+    if not admin_ok(token):
+        raise UserError("Export needs the admin token (the server's MOVIE_ADMIN_TOKEN).")
+    out = Path(folder or tempfile.mkdtemp(prefix="movie-export-"))
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"votes-{study_id[:8] if study_id else 'all'}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}.csv"
+    store.export_csv(path, study_id or None)
+    return str(path)

@@ -1,0 +1,100 @@
+"""Study tab handlers: admins list the studies (with an admin token), raters work through pre-rendered pairs.
+
+A study (DESIGN.md section 6) is created and pre-rendered by ``python -m editor.study`` so raters never wait for
+generation; :func:`editor.study.next_pair` hands every rater the pairs in their own random order. The side shown
+on the left is drawn at random per showing, the vote goes through :func:`ui.rate.cast_vote` like any other.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from editor.ratings.store import Store
+from editor.study import admin_ok, next_pair
+from ui.handlers import UserError
+from ui.rate import cast_vote, file_sha256, make_pair, shown_videos
+
+RATER_INSTRUCTIONS = """\
+**How to rate.** Each pair shows the same clip edited twice with the same instruction. Watch both videos (they
+play in sync), then pick the one that carries out the instruction better *while keeping the rest of the clip
+intact and steady*: **A is better**, **B is better**, **Tie** when you cannot tell them apart, **Both are bad**
+when neither does the edit. Judge the edit, not the clip itself. Sides are shuffled and names are hidden until
+you vote; some pairs are checks with one plainly broken side. Your progress is saved: you can stop at any time
+and come back in this browser.
+"""
+STUDY_COLUMNS = ["study", "id", "created", "pairs", "gold pairs", "votes", "raters", "careless raters"]
+
+
+def study_choices(store: Store) -> list[tuple[str, str]]:
+    """``(name, id)`` of every study, oldest first, for the raters' study picker."""
+    return [(s["name"], s["id"]) for s in store.studies()]
+
+
+def require_admin(token: str | None) -> None:
+    """Raise :class:`UserError` unless ``token`` is the server's admin token."""
+    if not admin_ok(token):
+        raise UserError("Wrong or missing admin token (the server's MOVIE_ADMIN_TOKEN).")
+
+
+def study_overview(store: Store, token: str | None) -> pd.DataFrame:
+    """The admin's table: every study with its pairs, votes, raters and the raters flagged by gold pairs."""
+    require_admin(token)
+    rows = []
+    for s in store.studies():
+        pairs = store.study_pairs(s["id"])
+        flags = store.rater_flags(s["id"])
+        rows.append(dict(zip(STUDY_COLUMNS, (
+            s["name"], s["id"], s["created_at"].strftime("%Y-%m-%d %H:%M"), len(pairs),
+            sum(p["is_gold"] for p in pairs), store.count_votes(s["id"]), len(flags),
+            ", ".join(r for r, f in flags.items() if f["careless"]) or "-"))))
+    return pd.DataFrame(rows, columns=STUDY_COLUMNS)
+
+
+def _rendered(pair: Mapping) -> tuple[str, str]:
+    """The pre-rendered videos of a study pair; a pair that is not rendered yet is a :class:`UserError`."""
+    paths = (pair.get("rendered_a"), pair.get("rendered_b"))
+    if not all(p and os.path.isfile(p) for p in paths):
+        raise UserError("This study is not rendered yet; ask the study's admin to run its pre-render command.")
+    return paths
+
+
+def _side(pair: Mapping, key: str) -> dict:
+    """One canonical side of a study pair, as :func:`ui.rate.make_pair` takes it."""
+    params = dict(pair.get("params") or {})
+    timings = (pair.get("timings") or {}).get(key) if isinstance(pair.get("timings"), Mapping) else None
+    return {"variant": pair[f"variant_{key}"], "params": params, "seed": params.get("seed"), "timings": timings}
+
+
+def progress_line(done: int, total: int) -> str:
+    """The rater's progress, e.g. ``'3 of 12 pairs rated'``."""
+    return f"**{done} of {total}** pairs rated" + (" -- all done, thank you!" if total and done >= total else "")
+
+
+def study_next(store: Store, study_id: str | None, rater_id: str | None,
+               rng: np.random.Generator | None = None) -> tuple[str | None, str | None, str, dict | None]:
+    """The rater's next pair: ``(left video, right video, progress markdown, pair state)``; the videos and the
+    pair are ``None`` when the rater has rated every pair."""
+    if not study_id:
+        raise UserError("Pick a study first.")
+    if not rater_id:
+        raise UserError("Missing rater id; reload the page.")
+    pair, done, total = next_pair(store, study_id, rater_id)
+    if pair is None:
+        return None, None, progress_line(done, total), None
+    video_a, video_b = _rendered(pair)
+    state = make_pair(pair.get("clip_hash") or file_sha256(pair["clip_path"]), pair["instruction"],
+                      _side(pair, "a"), _side(pair, "b"), rng or np.random.default_rng(),
+                      study_id=study_id, pair_id=pair["id"])
+    return (*shown_videos(state, video_a, video_b), progress_line(done, total), state)
+
+
+def study_vote(store: Store, rater_id: str | None, pair: Mapping | None, shown_choice: str,
+               rng: np.random.Generator | None = None) -> tuple[str, str | None, str | None, str, dict | None]:
+    """Store the vote on ``pair`` and move on: ``(reveal markdown, *the next pair as study_next returns it)``."""
+    if not pair:
+        raise UserError("Start the study first.")
+    voted = cast_vote(store, rater_id, pair, shown_choice)
+    return (voted["reveal"], *study_next(store, pair["study_id"], rater_id, rng))

@@ -24,6 +24,11 @@ PAIR_COLUMNS = ["variant A", "variant B", "votes", "A wins", "B wins", "ties", "
 BT_COLUMNS = ["variant", "BT score", "CI low", "CI high", "Elo"]
 
 
+def plural(n: int, noun: str) -> str:
+    """``'1 vote'``, ``'2 votes'``."""
+    return f"{n} {noun}{'s' if n != 1 else ''}"
+
+
 def study_filter_choices(store: Store) -> list[tuple[str, str]]:
     """``(label, value)`` of the study filter: all votes, then every study by name."""
     return [("All votes", ALL)] + [(f"{s['name']} ({s['id'][:8]})", s["id"]) for s in store.studies()]
@@ -69,7 +74,7 @@ def results(store: Store, study_id: str | None = ALL, n_boot: int = 200) -> tupl
     votes = store.votes(study_id or None)
     pairs, bt = pair_frame(votes), bt_frame(votes, n_boot)
     raters = len({v["rater_id"] for v in votes})
-    summary = f"**{len(votes)} vote{"s" * (len(votes) != 1)}** from **{raters} rater{"s" * (raters != 1)}**" + (f" in study `{study_id}`" if study_id else "")
+    summary = f"**{plural(len(votes), 'vote')}** from **{plural(raters, 'rater')}**" + (f" in study `{study_id}`" if study_id else "")
     return summary, pairs, bt, instruction_frame(votes), win_plot_frame(pairs), bt[["variant", "BT score"]]
 
 

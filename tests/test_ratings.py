@@ -386,6 +386,29 @@ def test_downgrade_and_upgrade_keep_rows(store):
     assert set(inspect(store.engine).get_table_names()) <= {"alembic_version"}
 
 
+def test_failed_upgrade_leaves_the_old_database_as_it_was(db_url, monkeypatch):
+    """Stamp and upgrade run in one transaction: a crash after the DDL rolls all of it back."""
+    from alembic import command
+
+    create_legacy_database(db_url)
+    upgrade = command.upgrade
+
+    def upgrade_then_crash(*args, **kwargs):
+        upgrade(*args, **kwargs)
+        raise RuntimeError("crash mid-migration")
+
+    monkeypatch.setattr(command, "upgrade", upgrade_then_crash)
+    with pytest.raises(RuntimeError, match="crash mid-migration"):
+        Store(db_url)
+    engine = create_engine(engine_url(db_url))
+    assert migrations.current_revision(engine) is None
+    assert "clip_hash" not in {c["name"] for c in inspect(engine).get_columns("study_pairs")}
+    engine.dispose()
+    monkeypatch.setattr(command, "upgrade", upgrade)
+    with Store(db_url) as s:
+        assert s.revision == "0002" and [v["id"] for v in s.votes()] == ["v1", "v2"]
+
+
 def test_half_made_database_is_refused(tmp_path):
     url = f"sqlite:///{tmp_path / 'half.db'}"
     with create_engine(url).begin() as c:

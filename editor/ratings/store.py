@@ -11,7 +11,8 @@ vote belongs to a study pair, otherwise :func:`pair_key` of the vote's content (
 variants' names, params and seeds).  A second vote raises :class:`DuplicateVote` and writes nothing.
 
 SQLite (the default, ``data/ratings.db``) runs in WAL mode with foreign keys on and a 30 s busy timeout;
-``DATABASE_URL`` points the store elsewhere (any SQLAlchemy URL; tested on SQLite and PostgreSQL).
+``DATABASE_URL`` points the store elsewhere (any SQLAlchemy URL; tested on SQLite and PostgreSQL, where a URL
+without a driver, ``postgres://`` or ``postgresql://``, uses psycopg 3).
 
 The schema is versioned with Alembic (:mod:`editor.ratings.migrations`): opening a :class:`Store` upgrades the
 database to the head revision, once, under the database's write lock, and a database written before migrations
@@ -387,7 +388,10 @@ def _sqlite_on_connect(dbapi_connection, connection_record):
 
 
 class Store:
-    """Data access for votes and studies.  Thread-safe: every call opens its own short session."""
+    """Data access for votes and studies.  Thread-safe: every call opens its own short session.
+
+    Opening one migrates the database to the head schema revision (``self.revision`` says which it is at).
+    """
 
     def __init__(self, url: str | None = None, *, retries: int = 8, backoff_s: float = 0.05):
         self.url = url or default_url()

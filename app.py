@@ -15,10 +15,10 @@ import os
 from editor.loading import EMBEDDED, load_family
 from editor.pipeline import Editor
 from editor.ratings.store import Store, default_url
+from editor.study import DEFAULT_OUT as STUDIES_DIR
 from editor.video_io import VideoLimits
 from ui.blocks import AppConfig, build_app, launch_kwargs, queue_app
 
-STUDIES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "studies")
 
 
 def _positive_int(text: str) -> int:
@@ -50,7 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--short-side", type=_positive_int, default=256, help="working short side in pixels (default 256)")
     p.add_argument("--db", default=None, help="ratings database, any SQLAlchemy URL "
                                               "(default: $DATABASE_URL or SQLite data/ratings.db)")
-    p.add_argument("--studies", default=STUDIES_DIR, help="folder of pre-rendered study videos that may be served")
+    p.add_argument("--studies", default=str(STUDIES_DIR), help="folder of pre-rendered study videos (served)")
     p.add_argument("--max-waiting", type=int, default=4, help="edits that may wait for the engine (default 4)")
     return p.parse_args(argv)
 
@@ -63,10 +63,10 @@ def main(argv: list[str] | None = None) -> None:
     except (OSError, ValueError) as e:  # missing folder, not a model, hub unreachable
         raise SystemExit(f"could not load the model {args.model!r}: {e}") from e
     config = AppConfig(limits=VideoLimits(), max_frames=args.max_frames, short_side=args.short_side,
-                       max_waiting=args.max_waiting)
+                       studies_dir=args.studies, max_waiting=args.max_waiting)
     demo = build_app(editor, Store(database_url(args.db)), config)
     queue_app(demo).launch(server_name=args.host, server_port=args.port, share=args.share,
-                           **launch_kwargs(config, (args.studies,)))
+                           **launch_kwargs(config))
 
 
 if __name__ == "__main__":

@@ -49,6 +49,6 @@ def queue_app(demo: gr.Blocks, max_size: int = 256) -> gr.Blocks:
     return demo.queue(default_concurrency_limit=1, max_size=max_size)
 
 
-def launch_kwargs(config: AppConfig, extra_paths: tuple[str, ...] = ()) -> dict:
+def launch_kwargs(config: AppConfig) -> dict:
     """``launch()`` options: only the app's output folder and the study renders may be served as files."""
-    return {"allowed_paths": [config.output_dir, *extra_paths]}
+    return {"allowed_paths": [config.output_dir, config.studies_dir]}

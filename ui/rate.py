@@ -9,7 +9,6 @@ sent by an API client to the ``/vote`` endpoint.
 """
 from __future__ import annotations
 
-import hashlib
 import re
 import time
 import uuid
@@ -17,7 +16,8 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from editor.ratings.store import DuplicateVote, Store, VoteIn
+from editor.ratings.store import DuplicateVote, Store, VoteIn, file_sha256
+from editor.study import BROKEN_VARIANT
 from editor.variants import VARIANTS
 from ui.costs import CostTable
 from ui.handlers import ProgressReport, ProgressSink, UserError, edit_clip, load_clip, request_from_settings
@@ -44,15 +44,6 @@ def default_pair(variants: list[str], costs: CostTable, steps: int) -> tuple[str
     return min(others, key=lambda v: costs.cost(v, steps).gflops), "teacher"
 
 
-def file_sha256(path: str) -> str:
-    """sha256 hex of a file's bytes (the clip hash of a vote)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _side(result) -> dict:
     """What a vote records of one rendered side: params, seed and timings."""
     r = result.request
@@ -60,15 +51,20 @@ def _side(result) -> dict:
     return {"variant": r.variant, "params": params, "seed": r.seed, "timings": result.summary()}
 
 
+def blind(fields: Mapping, rng: np.random.Generator, now: Callable[[], float] = time.time) -> dict:
+    """The pair ``fields`` (canonical sides, clip hash, instruction, ...) as shown: the side on the left drawn at
+    random (``shown_left``), and when it was shown (``shown_at``, for the time to decide)."""
+    return {**fields, "shown_left": "A" if rng.random() < 0.5 else "B", "shown_at": now()}
+
+
 def make_pair(clip_hash: str, instruction: str, a: Mapping, b: Mapping, rng: np.random.Generator,
-              now: Callable[[], float] = time.time, **extra) -> dict:
-    """The pair dict for sides ``a`` and ``b`` (each ``variant, params, seed, timings``), sides swapped at random."""
-    pair = {"clip_hash": clip_hash, "instruction": instruction, "shown_left": "A" if rng.random() < 0.5 else "B",
-            "shown_at": now(), **extra}
+              now: Callable[[], float] = time.time) -> dict:
+    """The shown pair for sides ``a`` and ``b`` (each ``variant, params, seed, timings``), sides swapped at random."""
+    fields = {"clip_hash": clip_hash, "instruction": instruction}
     for key, side in (("a", a), ("b", b)):
-        pair |= {f"variant_{key}": side["variant"], f"params_{key}": dict(side.get("params") or {}),
-                 f"seed_{key}": side.get("seed"), f"timings_{key}": side.get("timings")}
-    return pair
+        fields |= {f"variant_{key}": side["variant"], f"params_{key}": dict(side.get("params") or {}),
+                   f"seed_{key}": side.get("seed"), f"timings_{key}": side.get("timings")}
+    return blind(fields, rng, now)
 
 
 def shown_videos(pair: Mapping, video_a: str, video_b: str) -> tuple[str, str]:
@@ -119,7 +115,8 @@ def vote_in(rater_id: str, pair: Mapping, shown_choice: str, decide_ms: float | 
     """The :class:`VoteIn` for a click on ``pair``; a malformed pair or unknown variant raises :class:`UserError`."""
     if not isinstance(pair, Mapping) or not pair.get("variant_a"):
         raise UserError("There is nothing to vote on yet: make a pair first.")
-    unknown = [pair[k] for k in ("variant_a", "variant_b") if pair.get(k) not in VARIANTS]
+    unknown = [pair[k] for k in ("variant_a", "variant_b") if pair.get(k) not in VARIANTS
+               and pair.get(k) != BROKEN_VARIANT]
     if unknown:
         raise UserError(f"Unknown variant {unknown[0]!r}.")
     fields = {k: pair.get(k) for k in ("clip_hash", "instruction", "variant_a", "variant_b", "params_a", "params_b",

@@ -6,16 +6,18 @@ on the left is drawn at random per showing, the vote goes through :func:`ui.rate
 """
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from editor.ratings.store import Store
-from editor.study import admin_ok, next_pair
+from editor.study import StudyManifest, admin_ok, create_study, next_pair, pair_sides
 from ui.handlers import UserError
-from ui.rate import cast_vote, file_sha256, make_pair, shown_videos
+from ui.rate import blind, cast_vote, shown_videos
 
 RATER_INSTRUCTIONS = """\
 **How to rate.** Each pair shows the same clip edited twice with the same instruction. Watch both videos (they
@@ -53,19 +55,31 @@ def study_overview(store: Store, token: str | None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=STUDY_COLUMNS)
 
 
+def create_from_manifest(store: Store, editor, token: str | None, manifest_path: str | None, out: str | Path,
+                         base: str | Path, progress: Callable[[int, int], None] | None = None) -> tuple:
+    """Pre-render and record the study of an uploaded manifest (relative clip paths are taken from ``base``, the
+    app's folder); returns ``(the studies table, a status line)``. Same manifest twice: nothing is re-rendered."""
+    require_admin(token)
+    if not manifest_path:
+        raise UserError("Upload a study manifest (JSON) first.")
+    try:
+        manifest = StudyManifest.from_dict(json.loads(Path(manifest_path).read_text()), Path(base))
+    except (ValueError, TypeError, KeyError) as e:  # JSONDecodeError is a ValueError
+        raise UserError(f"Invalid manifest: {e}") from e
+    try:
+        study_id = create_study(store, editor, manifest, out, progress)
+    except (ValueError, KeyError) as e:
+        raise UserError(f"Could not create the study: {e.args[0] if e.args else e}") from e
+    pairs = len(store.study_pairs(study_id))
+    return study_overview(store, token), f"Study **{manifest.name}** is ready: `{study_id}`, {pairs} pairs."
+
+
 def _rendered(pair: Mapping) -> tuple[str, str]:
     """The pre-rendered videos of a study pair; a pair that is not rendered yet is a :class:`UserError`."""
     paths = (pair.get("rendered_a"), pair.get("rendered_b"))
     if not all(p and os.path.isfile(p) for p in paths):
         raise UserError("This study is not rendered yet; ask the study's admin to run its pre-render command.")
     return paths
-
-
-def _side(pair: Mapping, key: str) -> dict:
-    """One canonical side of a study pair, as :func:`ui.rate.make_pair` takes it."""
-    params = dict(pair.get("params") or {})
-    timings = (pair.get("timings") or {}).get(key) if isinstance(pair.get("timings"), Mapping) else None
-    return {"variant": pair[f"variant_{key}"], "params": params, "seed": params.get("seed"), "timings": timings}
 
 
 def progress_line(done: int, total: int) -> str:
@@ -85,9 +99,8 @@ def study_next(store: Store, study_id: str | None, rater_id: str | None,
     if pair is None:
         return None, None, progress_line(done, total), None
     video_a, video_b = _rendered(pair)
-    state = make_pair(pair.get("clip_hash") or file_sha256(pair["clip_path"]), pair["instruction"],
-                      _side(pair, "a"), _side(pair, "b"), rng or np.random.default_rng(),
-                      study_id=study_id, pair_id=pair["id"])
+    fields = {k: v for k, v in pair_sides(pair).items() if not k.startswith("rendered_")}
+    state = blind(fields, rng or np.random.default_rng())
     return (*shown_videos(state, video_a, video_b), progress_line(done, total), state)
 
 

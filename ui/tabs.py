@@ -14,7 +14,7 @@ from ui import compare, handlers, rate, results, study
 from ui.costs import one_step
 from ui.serving import (EDIT_CONCURRENCY, RESULTS_CONCURRENCY, VOTE_CONCURRENCY, gated, gradio_handler,
                         progress_sink)
-from ui.widgets import (App, clock_slider, guidance_sliders, instruction_input, seed_row, steps_slider,
+from ui.widgets import (REPO_ROOT, App, clock_slider, guidance_sliders, instruction_input, seed_row, steps_slider,
                         synced_videos, video_input, vote_buttons)
 
 VOTE_LIMIT = 16  # votes handled at once (short database writes)
@@ -229,14 +229,29 @@ def _vote_api(app: App) -> None:
 # ----------------------------------------------------------------------------- Study
 
 def _study_admin(app: App) -> None:
-    """The admin's part of the Study page: the studies with their progress and careless raters."""
+    """The admin's part of the Study page: create (pre-render) a study from a manifest, list the studies with
+    their votes and the raters that gold pairs flag as careless."""
     with gr.Accordion("Admin: studies", open=False):
-        gr.Markdown("Create and pre-render a study from a manifest (clips x instructions x variant pairs, "
-                    "with gold pairs) on the server: `python -m editor.study create --manifest M.json`. "
-                    "Raters then find it in the list above.")
+        gr.Markdown("A manifest lists clips x instructions x variant pairs, the sampler params and how many gold "
+                    "pairs to add (see `python -m editor.study --help`); relative clip paths are taken from the "
+                    "app's folder. Creating renders every pair first, so raters never wait. The same command on "
+                    "the server: `python -m editor.study create --manifest M.json`.")
         token = gr.Textbox(label="Admin token", type="password", elem_id="study-token")
-        show = gr.Button("List studies")
+        manifest = gr.File(label="Study manifest (JSON)", file_types=[".json"], type="filepath")
+        with gr.Row():
+            create = gr.Button("Create and pre-render")
+            show = gr.Button("List studies")
+        status = gr.Markdown()
         table = gr.Dataframe(label="Studies", interactive=False)
+
+    def create_study(token_value, manifest_path, progress=gr.Progress()):
+        """Pre-render the manifest's pairs (through the engine gate) and record the study."""
+        bar = (lambda done, total: progress((done, total), desc="Rendering the study", unit="edits"))
+        return study.create_from_manifest(app.store, app.editor, token_value, manifest_path, app.config.studies_dir,
+                                          REPO_ROOT, bar)
+
+    create.click(engine_fn(app, create_study, "study creation"), inputs=[token, manifest], outputs=[table, status],
+                 api_visibility="private", **engine_event(app))
     show.click(gradio_handler(functools.partial(study.study_overview, app.store), "study list"), inputs=[token],
                outputs=[table], api_name="studies", **RESULTS_EVENT)
 

@@ -14,6 +14,7 @@ from editor.edits import FAMILIES
 from editor.guidance import IMAGE_RANGE, TEXT_RANGE
 from editor.pipeline import Editor
 from editor.ratings.store import Store
+from editor.study import DEFAULT_OUT as STUDIES_DIR
 from editor.variants import available_variants
 from editor.video_io import VideoLimits
 from ui import handlers
@@ -47,6 +48,7 @@ class AppConfig:
     short_side: int = 256
     samples: tuple[str, ...] = field(default_factory=default_samples)
     output_dir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="movie-app-"))
+    studies_dir: str = str(STUDIES_DIR)  # pre-rendered study videos (python -m editor.study create --out)
     max_waiting: int = 4       # edits that may wait for the engine; more are refused with a busy message
     n_boot: int = 200          # bootstrap resamples of the Bradley-Terry intervals
 

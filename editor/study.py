@@ -31,6 +31,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -225,11 +226,13 @@ def _sidecar(path: Path) -> Path:
     return path.with_suffix(".json")
 
 
-def _publish(write: Callable[[Path], None], path: Path) -> None:
-    """Write through a temporary file and rename it into place, so ``path`` exists only once complete."""
+def _publish(write: Callable[[Path], Any], path: Path) -> Any:
+    """Write through a temporary file and rename it into place, so ``path`` exists only once complete; return
+    what ``write`` returned."""
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    write(tmp)
+    out = write(tmp)
     os.replace(tmp, path)
+    return out
 
 
 def render_edit(editor: Editor, render: Render, manifest: StudyManifest, path: Path,
@@ -237,14 +240,10 @@ def render_edit(editor: Editor, render: Render, manifest: StudyManifest, path: P
     """Render one edit to ``path`` unless it is already there; return its timings (the engine's speed summary)."""
     if path.exists() and _sidecar(path).exists():
         return json.loads(_sidecar(path).read_text())
-    result = {}
-
-    def write(tmp: Path) -> None:
-        result["r"] = editor.edit_video(render.clip, tmp, manifest.params.request(render.instruction, render.variant),
-                                        short_side=manifest.short_side, max_frames=manifest.max_frames,
-                                        progress=progress)
-    _publish(write, path)
-    timings = result["r"].summary()
+    request = manifest.params.request(render.instruction, render.variant)
+    result = _publish(lambda tmp: editor.edit_video(render.clip, tmp, request, short_side=manifest.short_side,
+                                                    max_frames=manifest.max_frames, progress=progress), path)
+    timings = result.summary()
     _sidecar(path).write_text(json.dumps(timings))
     return timings
 
@@ -309,22 +308,31 @@ def check_variants(editor: Editor, manifest: StudyManifest) -> None:
 def render_all(editor: Editor, plan: list[PlannedPair], manifest: StudyManifest, folder: Path,
                progress: Progress | None = None) -> dict[Render, tuple[Path, dict | None]]:
     """Render every distinct edit of the plan once (a teacher edit shared by several pairs is rendered once),
-    with a tqdm bar; returns each render's file and timings (``None`` for a broken side)."""
+    with a tqdm bar over edits that shows the sampler steps of the current one; returns each render's file and
+    timings (``None`` for a broken side)."""
     renders = list(dict.fromkeys(r for p in plan for r in (p.a, p.b)))
     folder.mkdir(parents=True, exist_ok=True)
     out = {}
     bar = tqdm(renders, desc=f"study {manifest.name}", unit="edit")
     for k, r in enumerate(bar):
         bar.set_postfix_str(f"{r.clip.name} / {r.variant}")
-        path = r.path(folder, manifest, editor.family.name)
-        if r.variant == BROKEN_VARIANT:
-            render_broken(editor, r, manifest, path, seed=int(r.clip_hash[:8], 16))
-            out[r] = (path, None)
-        else:
-            out[r] = (path, render_edit(editor, r, manifest, path))
+        out[r] = _render_one(editor, r, manifest, r.path(folder, manifest, editor.family.name), _steps(bar, r))
         if progress is not None:
             progress(k + 1, len(renders))
     return out
+
+
+def _steps(bar, render: Render) -> Progress:
+    """Sampler progress of one edit, shown after the bar."""
+    return lambda done, total: bar.set_postfix_str(f"{render.clip.name} / {render.variant} step {done}/{total}")
+
+
+def _render_one(editor: Editor, render: Render, manifest: StudyManifest, path: Path,
+                steps: Progress) -> tuple[Path, dict | None]:
+    if render.variant == BROKEN_VARIANT:
+        render_broken(editor, render, manifest, path, seed=int(render.clip_hash[:8], 16))
+        return path, None
+    return path, render_edit(editor, render, manifest, path, steps)
 
 
 def store_rows(plan: list[PlannedPair], files: dict, manifest: StudyManifest) -> list[dict]:

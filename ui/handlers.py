@@ -167,9 +167,10 @@ def edit_clip(editor: Editor, config, video_path: str, request: EditRequest,
 def request_from_settings(editor: Editor, instruction, variant, s_t, s_i, steps, seed, randomize,
                           clockwork: bool = False, clock: float = 2,
                           rng: np.random.Generator | None = None) -> EditRequest:
-    """The :class:`EditRequest` for the Edit tab's settings (Clockwork switch applied to the variant)."""
+    """The :class:`EditRequest` for the Edit tab's settings; the Clockwork switch, when on, turns the variant into
+    its Clockwork version (off, the variant is taken as it is: the selector already follows the switch)."""
     variants = available_variants(editor.family)
-    name = with_clockwork(variant, bool(clockwork), variants) if variant in variants else variant
+    name = with_clockwork(variant, True, variants) if clockwork and variant in variants else variant
     return make_request(instruction, name, s_t, s_i, steps,
                         pick_seed(seed, randomize, rng or np.random.default_rng()), variants, clock)
 

@@ -1,0 +1,361 @@
+"""The app's handlers as plain functions (no Gradio server): gate, costs, variants, compare, rate, study, results."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from editor.edits import FAMILIES
+from editor.metrics import psnr
+from editor.pipeline import Editor
+from editor.ratings.store import Store, file_sha256
+from editor.video_io import read_clip, write_clip
+from ui import compare, rate, results, study
+from ui.costs import CostTable, one_step
+from ui.handlers import (ProgressReport, UserError, base_variant, preview_frame, run_edit, uses_clockwork,
+                         with_clockwork)
+from ui.serving import EditGate
+from ui.widgets import AppConfig
+
+SIDE = 64
+TOKEN = "test-admin-token"
+
+
+@pytest.fixture(scope="module")
+def editor(tiny_family):
+    return Editor(tiny_family)
+
+
+@pytest.fixture(scope="module")
+def costs(tiny_family):
+    return CostTable(tiny_family, (8, 8))
+
+
+@pytest.fixture
+def config(tmp_path):
+    return AppConfig(short_side=SIDE, max_frames=4, samples=(), output_dir=str(tmp_path / "out"))
+
+
+@pytest.fixture
+def store(tmp_path):
+    with Store(f"sqlite:///{tmp_path / 'ratings.db'}") as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory, moving_frames):
+    return write_clip(moving_frames[:4], 8, tmp_path_factory.mktemp("clips") / "moving.mp4")
+
+
+@pytest.fixture
+def admin(monkeypatch):
+    monkeypatch.setenv("MOVIE_ADMIN_TOKEN", TOKEN)
+    return TOKEN
+
+
+# ----------------------------------------------------------------------------- gate and progress
+
+def test_gate_runs_one_edit_and_refuses_beyond_the_wait_list():
+    gate = EditGate(max_waiting=1)
+    holding, release, waiter_in = threading.Event(), threading.Event(), threading.Event()
+
+    def hold():
+        with gate.slot():
+            holding.set()
+            release.wait(5)
+
+    def wait():
+        waiter_in.set()
+        with gate.slot():
+            pass
+
+    threads = [threading.Thread(target=hold)]
+    threads[0].start()
+    assert holding.wait(5)
+    threads.append(threading.Thread(target=wait))
+    threads[1].start()
+    assert waiter_in.wait(5)
+    deadline = time.monotonic() + 5
+    while gate.waiting < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with pytest.raises(UserError, match="busy: 1 edits are already waiting"):
+        with gate.slot():
+            pass
+    release.set()
+    for t in threads:
+        t.join(5)
+    assert gate.waiting == 0
+    with gate.slot():  # free again
+        pass
+
+
+def test_progress_report_counts_frames_and_time_left():
+    now = [100.0]
+    seen = []
+    report = ProgressReport(8, lambda *a: seen.append(a), clock=lambda: now[0])
+    now[0] = 110.0
+    report(1, 4)  # a quarter done in 10 s -> 30 s left
+    assert seen[-1][:2] == (2, 8) and "2/8 frames" in seen[-1][2] and "about 30 s left" in seen[-1][2]
+    report(4, 4)
+    assert seen[-1][:2] == (8, 8) and "about 0 s left" in seen[-1][2]
+    ProgressReport(8, None)(1, 2)  # no sink: nothing happens
+
+
+# ----------------------------------------------------------------------------- variants and costs
+
+def test_clockwork_switch_maps_onto_the_registered_variants():
+    names = ["teacher", "teacher+clockwork-identity", "mmg", "mmg+clockwork-identity", "mmg+clockwork"]
+    assert with_clockwork("teacher", True, names) == "teacher+clockwork-identity"
+    assert with_clockwork("mmg", True, names) == "mmg+clockwork"  # the trained adaptor first
+    assert with_clockwork("mmg+clockwork-identity", True, names) == "mmg+clockwork-identity"
+    assert with_clockwork("mmg+clockwork", False, names) == "mmg"
+    assert with_clockwork("teacher", True, ["teacher"]) == "teacher"
+    assert base_variant("teacher+clockwork-identity") == "teacher"
+    assert uses_clockwork("mmg+clockwork") and not uses_clockwork("mmg") and not uses_clockwork("nope")
+
+
+def test_costs_follow_the_schedule(costs):
+    from editor.variants import VARIANTS
+
+    teacher = costs.cost("teacher", 4)
+    clockwork = costs.cost("teacher+clockwork-identity", 4, clock=2)
+    assert teacher.unet_passes == 12 and clockwork.unet_passes == 6
+    full, cheap = clockwork.step_gflops[0], clockwork.step_gflops[1]
+    assert clockwork.step_gflops == (full, cheap, full, cheap) and 0 < cheap < full
+    assert teacher.step_gflops == (full,) * 4
+    assert teacher.gflops == pytest.approx(4 * full) and clockwork.gflops == pytest.approx(2 * (full + cheap))
+    assert costs.cost("teacher+clockwork-identity", 4, clock=1).gflops == pytest.approx(teacher.gflops)
+    assert "12 UNet passes" in costs.label("teacher", 4)
+    assert not one_step(VARIANTS["teacher"])
+
+
+# ----------------------------------------------------------------------------- edit and preview
+
+def test_run_edit_with_the_clockwork_switch(editor, config, clip, costs):
+    out, info = run_edit(editor, config, clip, "make it sepia", "teacher", 7.5, 1.5, 4, 5, False, clockwork=True,
+                         clock=2, costs=costs)
+    assert info["settings"]["variant"] == "teacher+clockwork-identity" and info["settings"]["clock"] == 2
+    assert info["speed"]["unet_passes_per_frame"] == 6
+    assert info["speed"]["unet_gflops_per_frame"] == pytest.approx(costs.cost(
+        "teacher+clockwork-identity", 4, 2, (SIDE // 8, SIDE // 8)).gflops, rel=1e-2)
+    assert len(read_clip(out).frames) == 4
+    with pytest.raises(UserError, match="clock must be"):
+        run_edit(editor, config, clip, "make it sepia", "teacher", 7.5, 1.5, 4, 5, False, clockwork=True, clock=0)
+
+
+def test_preview_edits_only_the_first_frame(editor, config, clip):
+    image, info = preview_frame(editor, config, clip, "make it sepia", "teacher", 7.5, 1.5, 2, 5, False)
+    assert image.shape == (SIDE, SIDE, 3) and image.dtype == np.uint8 and info["settings"]["frames"] == 1
+    with pytest.raises(UserError, match="Upload a video"):
+        preview_frame(editor, config, None, "make it sepia", "teacher", 7.5, 1.5, 2, 5, False)
+
+
+# ----------------------------------------------------------------------------- compare
+
+def test_compare_runs_both_at_one_seed(editor, config, clip, costs):
+    bars = []
+    full, cw, speed, quality, plot, settings = compare.run_compare(
+        editor, config, costs, clip, "make it black and white", "teacher", 7.5, 1.5, 4, 2, None, True,
+        progress=lambda *a: bars.append(a))
+    assert settings["full"] == "teacher" and settings["clockwork"] == "teacher+clockwork-identity"
+    assert settings["edit family"] == "black_and_white" and isinstance(settings["seed"], int)
+    rows = dict(zip(speed.metric, zip(speed.full, speed.clockwork)))
+    assert rows["UNet passes per frame"] == (12, 6) and rows["UNet GFLOPs per frame"][1] < rows[
+        "UNet GFLOPs per frame"][0]
+    assert list(plot.step) == [1, 2, 3, 4] * 2 and plot.GFLOPs.iloc[5] < plot.GFLOPs.iloc[4]
+    a, b = read_clip(full).frames, read_clip(cw).frames
+    assert a.shape == b.shape and len(a) == 4
+    assert "PSNR to target 'black_and_white' (dB)" in list(quality.metric)
+    assert bars[-1][:2] == (8, 8) and "clockwork run" in bars[-1][2]
+
+
+def test_quality_table_against_a_known_target(moving_frames):
+    target = FAMILIES["invert"].apply(moving_frames)
+    table = compare.quality_table(moving_frames, target, target, "invert the colors")
+    rows = dict(zip(table.metric, zip(table.full, table.clockwork)))
+    assert rows["PSNR full vs clockwork (dB)"][0] == 100.0
+    assert rows["PSNR to target 'invert' (dB)"] == (100.0, 100.0)
+    assert rows["flicker (vs target)"] == (1.0, 1.0)
+    unknown = compare.quality_table(moving_frames, moving_frames, target, "paint it like van gogh")
+    assert list(unknown.metric) == ["PSNR full vs clockwork (dB)", "flicker (vs source)"]
+    assert unknown.full[0] == round(psnr(moving_frames, target), 2)
+
+
+def test_compare_needs_a_variant_with_clockwork(editor, config, clip, costs, monkeypatch):
+    with pytest.raises(UserError, match="Unknown variant"):
+        compare.run_compare(editor, config, costs, clip, "make it sepia", "nope", 7.5, 1.5, 2, 2, 1, False)
+    monkeypatch.setattr(compare, "available_variants", lambda family: ["teacher"])
+    with pytest.raises(UserError, match="no Clockwork version"):
+        compare.run_compare(editor, config, costs, clip, "make it sepia", "teacher", 7.5, 1.5, 2, 2, 1, False)
+    assert compare.compare_bases(["teacher", "teacher+clockwork-identity", "mmg"]) == ["teacher"]
+    assert compare.default_compare_variant(["teacher", "mmg"]) == "mmg"
+
+
+# ----------------------------------------------------------------------------- rate
+
+PAIR = {"clip_hash": "c" * 64, "instruction": "make it snow", "variant_a": "teacher",
+        "variant_b": "teacher+clockwork-identity", "params_a": {"steps": 4}, "params_b": {"steps": 4},
+        "seed_a": 3, "seed_b": 3}
+
+
+def test_canonical_choice_undoes_the_side_swap():
+    assert [rate.canonical_choice(c, "A") for c in rate.SHOWN] == ["A", "B", "tie", "both_bad"]
+    assert [rate.canonical_choice(c, "B") for c in rate.SHOWN] == ["B", "A", "tie", "both_bad"]
+    with pytest.raises(UserError):
+        rate.canonical_choice("left", "A")
+
+
+def test_sides_are_swapped_at_random():
+    rng = np.random.default_rng(0)
+    lefts = [rate.blind(PAIR, rng)["shown_left"] for _ in range(200)]
+    assert 60 < lefts.count("A") < 140
+    shown = rate.blind(PAIR, rng, now=lambda: 5.0)
+    assert shown["shown_at"] == 5.0 and rate.shown_videos(shown, "a.mp4", "b.mp4") == (
+        ("a.mp4", "b.mp4") if shown["shown_left"] == "A" else ("b.mp4", "a.mp4"))
+
+
+def test_cast_vote_stores_the_canonical_choice_once(store):
+    pair = {**PAIR, "shown_left": "B", "shown_at": 10.0}
+    voted = rate.cast_vote(store, "rater-00000001", pair, "A", now=lambda: 12.5)
+    row = store.votes()[0]
+    assert (row["choice"], row["shown_left"], row["decide_ms"], row["rater_id"]) == ("B", "B", 2500,
+                                                                                     "rater-00000001")
+    assert voted["choice"] == "B" and "`teacher+clockwork-identity`" in voted["reveal"]
+    assert voted["reveal"].index("teacher+clockwork-identity") < voted["reveal"].index("(right)")
+    with pytest.raises(UserError, match="already voted"):
+        rate.cast_vote(store, "rater-00000001", pair, "tie")
+    rate.cast_vote(store, "rater-00000002", pair, "tie", decide_ms=700)
+    assert store.count_votes() == 2
+
+
+@pytest.mark.parametrize("rater, pair, choice, message", [
+    (None, PAIR, "A", "rater id"),
+    ("bad id!", PAIR, "A", "rater id"),
+    ("rater-00000001", None, "A", "nothing to vote on"),
+    ("rater-00000001", {**PAIR, "variant_b": "gpt"}, "A", "Unknown variant"),
+    ("rater-00000001", {**PAIR, "clip_hash": "xyz"}, "A", "Invalid vote"),
+    ("rater-00000001", PAIR, "left", "choice must be"),
+])
+def test_bad_votes_are_refused(store, rater, pair, choice, message):
+    shown = None if pair is None else {**pair, "shown_left": "A"}
+    with pytest.raises(UserError, match=message):
+        rate.cast_vote(store, rater, shown, choice, decide_ms=1)
+    assert store.count_votes() == 0
+
+
+def test_rater_ids():
+    fresh = rate.ensure_rater_id(None)
+    assert rate.RATER_ID.match(fresh) and rate.ensure_rater_id(fresh) == fresh
+    assert rate.ensure_rater_id("x") != "x" and rate.ensure_rater_id("") != fresh
+
+
+def test_render_pair_renders_both_at_one_seed(editor, config, clip, costs):
+    left, right, pair = rate.render_pair(editor, config, clip, "make it sepia", "teacher+clockwork-identity",
+                                         "teacher", 7.5, 1.5, 2, 9, False, rng=np.random.default_rng(1))
+    assert pair["seed_a"] == pair["seed_b"] == 9 and pair["clip_hash"] == file_sha256(clip)
+    assert pair["variant_a"] == "teacher+clockwork-identity" and pair["timings_a"]["frames"] == 4
+    assert left != right and len(read_clip(left).frames) == 4
+    assert rate.default_pair(["teacher", "teacher+clockwork-identity"], costs, 4) == (
+        "teacher+clockwork-identity", "teacher")
+    with pytest.raises(UserError, match="two different"):
+        rate.render_pair(editor, config, clip, "x", "teacher", "teacher", 7.5, 1.5, 2, 9, False)
+
+
+# ----------------------------------------------------------------------------- study
+
+def _study(store, tmp_path, n=3, rendered=True) -> str:
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"not really a video")
+    sid = store.create_study("pilot")
+    pairs = []
+    for k in range(n):
+        files = []
+        for side in "ab":
+            f = tmp_path / f"p{k}{side}.mp4"
+            if rendered:
+                f.write_bytes(b"x")
+            files.append(str(f))
+        pairs.append(dict(clip_path=str(clip), instruction=f"make it snow {k}", variant_a="teacher",
+                          variant_b="teacher+clockwork-identity", params={"steps": 4, "seed": k},
+                          rendered_a=files[0], rendered_b=files[1], is_gold=k == 0,
+                          gold_bad_side="B" if k == 0 else None))
+    store.add_study_pairs(sid, pairs)
+    return sid
+
+
+def test_a_rater_works_through_a_study(store, tmp_path):
+    sid = _study(store, tmp_path)
+    rater = "rater-study-001"
+    left, right, line, pair = study.study_next(store, sid, rater, np.random.default_rng(0))
+    assert "**0 of 3**" in line and {left, right} == {pair_file(tmp_path, pair, s) for s in "ab"}
+    seen = [pair["pair_id"]]
+    for _ in range(3):
+        reveal, left, right, line, pair = study.study_vote(store, rater, pair, "A", np.random.default_rng(0))
+        assert "saved" in reveal
+        if pair:
+            seen.append(pair["pair_id"])
+    assert pair is None and left is None and "**3 of 3**" in line and "all done" in line
+    assert len(set(seen)) == 3 and store.count_votes(sid) == 3
+    assert {v["study_id"] for v in store.votes()} == {sid}
+
+
+def pair_file(tmp_path, pair, side) -> str:
+    """The rendered file of ``pair``'s canonical ``side`` in :func:`_study`'s layout."""
+    k = int(pair["instruction"].rsplit(" ", 1)[1])
+    return str(tmp_path / f"p{k}{side}.mp4")
+
+
+def test_study_errors(store, tmp_path, admin):
+    sid = _study(store, tmp_path, rendered=False)
+    with pytest.raises(UserError, match="not rendered yet"):
+        study.study_next(store, sid, "rater-study-001")
+    with pytest.raises(UserError, match="Pick a study"):
+        study.study_next(store, "", "rater-study-001")
+    with pytest.raises(UserError, match="admin token"):
+        study.study_overview(store, "wrong")
+    table = study.study_overview(store, admin)
+    assert list(table["pairs"]) == [3] and list(table["gold pairs"]) == [1] and list(table["votes"]) == [0]
+
+
+def test_create_from_manifest_checks_the_token_and_the_manifest(store, editor, tmp_path, admin):
+    bad = tmp_path / "m.json"
+    bad.write_text('{"name": "x", "clips": []}')
+    with pytest.raises(UserError, match="admin token"):
+        study.create_from_manifest(store, editor, "nope", str(bad), tmp_path, tmp_path)
+    with pytest.raises(UserError, match="Invalid manifest"):
+        study.create_from_manifest(store, editor, admin, str(bad), tmp_path, tmp_path)
+    with pytest.raises(UserError, match="Upload a study manifest"):
+        study.create_from_manifest(store, editor, admin, None, tmp_path, tmp_path)
+
+
+# ----------------------------------------------------------------------------- results
+
+def _votes(store, choices: dict[str, str]) -> None:
+    for k, (rater, choice) in enumerate(choices.items()):
+        rate.cast_vote(store, rater, {**PAIR, "shown_left": "A", "seed_a": k, "seed_b": k}, choice, decide_ms=1)
+
+
+def test_results_count_ties_half(store):
+    _votes(store, {"rater-0000000a": "A", "rater-0000000b": "A", "rater-0000000c": "B",
+                   "rater-0000000d": "tie"})
+    summary, pairs, bt, per_instruction, win_plot, bt_plot = results.results(store, "", n_boot=50)
+    assert summary.startswith("**4 votes** from **4 raters**")
+    row = pairs.iloc[0]
+    assert (row["variant A"], row["A wins"], row["B wins"], row["ties"]) == ("teacher", 2, 1, 1)
+    assert row["A win rate"] == 0.625 and row["CI low"] < 0.625 < row["CI high"]
+    assert list(bt.variant) == ["teacher", "teacher+clockwork-identity"]
+    assert bt["BT score"][0] == pytest.approx(-bt["BT score"][1]) and bt["BT score"][0] == pytest.approx(
+        0.5 * np.log(2.5 / 1.5), abs=1e-4)
+    assert list(per_instruction.instruction) == ["make it snow"] and list(win_plot["A win rate"]) == [0.625]
+
+
+def test_export_needs_the_admin_token(store, tmp_path, admin):
+    _votes(store, {"rater-0000000a": "A"})
+    with pytest.raises(UserError, match="admin token"):
+        results.export_csv(store, "wrong", "", str(tmp_path))
+    path = results.export_csv(store, admin, "", str(tmp_path))
+    lines = open(path).read().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("id,created_at,rater_id")
+    assert results.study_filter_choices(store) == [("All votes", "")]

@@ -1,18 +1,25 @@
-"""Tests for the Gradio app: the handlers on their own, the layout, the launcher, and one edit end to end."""
+"""Tests for the Gradio app: the edit handler, the layout, the launcher, and the app end to end through
+gradio_client (edit, compare, vote, results, export, the busy message, votes never waiting behind an edit)."""
 from __future__ import annotations
 
+import csv
+import math
 import socket
+import threading
+from contextlib import contextmanager
 
 import gradio as gr
 import numpy as np
 import pytest
+from scipy.optimize import minimize
 
 import app
 from editor.pipeline import Editor
+from editor.ratings.store import Store, VoteIn
 from editor.variants import available_variants
 from editor.video_io import read_clip, write_clip
 from ui import handlers
-from ui.blocks import AppConfig, build_app, example_instructions
+from ui.blocks import AppConfig, build_app, example_instructions, launch_kwargs, queue_app
 from ui.handlers import UserError, pick_seed, run_edit
 
 FRAMES, SIDE, FPS = 6, 64, 8
@@ -26,6 +33,12 @@ def editor(tiny_family):
 @pytest.fixture
 def config(tmp_path):
     return AppConfig(short_side=SIDE, max_frames=48, samples=(), output_dir=str(tmp_path / "out"))
+
+
+@pytest.fixture
+def store(tmp_path):
+    with Store(f"sqlite:///{tmp_path / 'ratings.db'}") as s:
+        yield s
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +63,7 @@ def edit(editor, config, video, **kw):
 
 def test_run_edit_writes_a_readable_clip_and_reports_settings(editor, config, clip):
     calls = []
-    out, info = edit(editor, config, clip, progress=lambda done, total: calls.append((done, total)))
+    out, info = edit(editor, config, clip, progress=lambda *a: calls.append(a))
     assert out.endswith(".mp4") and out.startswith(config.output_dir)
     assert len(read_clip(out).frames) == FRAMES
     s = info["settings"]
@@ -58,7 +71,7 @@ def test_run_edit_writes_a_readable_clip_and_reports_settings(editor, config, cl
     assert s["instruction"] == "make it black and white" and s["frames"] == FRAMES and s["size"] == "64x64"
     assert info["speed"]["unet_passes_per_frame"] == 6 and info["speed"]["ms_per_frame"] > 0
     assert set(info["speed"]["stage_ms_per_frame"]) == {"video_io", "encode", "unet", "decode"}
-    assert calls and calls[-1] == (2, 2)
+    assert calls and calls[-1][:2] == (FRAMES, FRAMES) and f"{FRAMES}/{FRAMES} frames done" in calls[-1][2]
 
 
 def test_run_edit_honours_max_frames_and_randomizes_seed(editor, tmp_path, clip):
@@ -117,8 +130,8 @@ def test_new_output_path_is_unique_and_prunes(tmp_path):
 
 # ----------------------------------------------------------------------------- layout and launcher
 
-def test_build_app_lays_out_the_edit_tab(editor, config, clip):
-    demo = build_app(editor, AppConfig(short_side=SIDE, samples=(clip,), output_dir=config.output_dir))
+def test_build_app_lays_out_the_pages(editor, store, config, clip):
+    demo = build_app(editor, store, AppConfig(short_side=SIDE, samples=(clip,), output_dir=config.output_dir))
     assert any(fn.api_name == "edit" for fn in demo.fns.values())
     dropdown = next(b for b in demo.blocks.values() if isinstance(b, gr.Dropdown))
     assert [c[1] for c in dropdown.choices] == available_variants(editor.family)
@@ -126,6 +139,13 @@ def test_build_app_lays_out_the_edit_tab(editor, config, clip):
     assert sliders["Steps"].value == editor.family.default_steps == 2
     assert sliders["Text guidance s_T"].value == editor.family.default_guidance.text
     assert len(example_instructions()) == 6
+    tabs = [b.label for b in demo.blocks.values() if isinstance(b, gr.Tab)]
+    assert tabs == ["Edit", "Compare", "Rate", "Study", "Results"]
+    apis = {fn.api_name: fn for fn in demo.fns.values() if fn.api_name}
+    assert {"edit", "preview", "compare", "pair", "vote", "results", "export", "studies"} <= set(apis)
+    engine = {apis[n].concurrency_id for n in ("edit", "preview", "compare", "pair")}
+    assert engine == {"edit"} and apis["vote"].concurrency_id == "vote" and apis["results"].concurrency_id == "results"
+    assert any(isinstance(b, gr.BrowserState) for b in demo.blocks.values())
 
 
 def test_parse_args_defaults_and_environment(monkeypatch):
@@ -142,12 +162,22 @@ def test_parse_args_defaults_and_environment(monkeypatch):
         app.parse_args(["--max-frames", "0"])
 
 
-def test_main_builds_and_launches(monkeypatch, tiny_family_dir):
+def test_main_builds_and_launches(monkeypatch, tiny_family_dir, tmp_path):
     seen = {}
     monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kw: seen.update(kw, demo=self))
-    app.main(["--model", str(tiny_family_dir), "--port", "7999", "--max-frames", "4"])
+    app.main(["--model", str(tiny_family_dir), "--port", "7999", "--max-frames", "4", "--db", str(tmp_path / "r.db")])
     assert seen["server_port"] == 7999 and seen["server_name"] == "127.0.0.1" and not seen["share"]
-    assert seen["demo"].get_config_file()["title"]
+    assert seen["demo"].get_config_file()["title"] and (tmp_path / "r.db").exists()
+    assert len(seen["allowed_paths"]) == 2
+
+
+def test_database_url(monkeypatch, tmp_path):
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    assert app.database_url("postgresql://u@h/db") == "postgresql://u@h/db"
+    assert app.database_url(str(tmp_path / "x.db")) == f"sqlite:///{tmp_path / 'x.db'}"
+    assert app.database_url(None).endswith("data/ratings.db")
+    monkeypatch.setenv("DATABASE_URL", "sqlite:///elsewhere.db")
+    assert app.database_url(None) == "sqlite:///elsewhere.db"
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -158,20 +188,149 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_end_to_end_through_the_api(editor, config, clip):
-    from gradio_client import Client, handle_file
-    from gradio_client.exceptions import AppError
+@contextmanager
+def served(editor, store, config):
+    """The app launched on a free port (queue as app.py sets it), and a gradio_client on it."""
+    from gradio_client import Client
 
-    demo = build_app(editor, config)
+    demo = build_app(editor, store, config)
     try:
-        _, url, _ = demo.queue().launch(prevent_thread_lock=True, server_port=free_port(), quiet=True)
-        client = Client(url, verbose=False)
-        video, info = client.predict(handle_file(clip), "make it black and white", "teacher", 7.5, 1.5, 2, 123,
-                                     False, api_name="/edit")
-        path = video["video"] if isinstance(video, dict) else video
-        assert len(read_clip(path).frames) == FRAMES
-        assert info["settings"]["seed"] == 123
-        with pytest.raises(AppError, match="Upload a video"):
-            client.predict(None, "make it black and white", "teacher", 7.5, 1.5, 2, 123, False, api_name="/edit")
+        _, url, _ = queue_app(demo).launch(prevent_thread_lock=True, server_port=free_port(), quiet=True,
+                                           **launch_kwargs(config))
+        yield url, Client(url, verbose=False)
     finally:
         demo.close()
+
+
+def path_of(video) -> str:
+    return video["video"] if isinstance(video, dict) else video
+
+
+def test_edit_compare_vote_and_export_through_the_api(editor, store, config, clip, monkeypatch):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    monkeypatch.setenv("MOVIE_ADMIN_TOKEN", "s3cret")
+    with served(editor, store, config) as (url, client):
+        video, info = client.predict(handle_file(clip), "make it black and white", "teacher", 7.5, 1.5, 2, 123,
+                                     False, True, 2, api_name="/edit")
+        assert len(read_clip(path_of(video)).frames) == FRAMES
+        assert info["settings"]["seed"] == 123 and info["settings"]["variant"] == "teacher+clockwork-identity"
+        with pytest.raises(AppError, match="Upload a video"):
+            client.predict(None, "make it black and white", "teacher", 7.5, 1.5, 2, 123, False, api_name="/edit")
+
+        full, cw, speed, quality, plot, settings = client.predict(
+            handle_file(clip), "make it sepia", "teacher", 7.5, 1.5, 4, 2, 7, False, api_name="/compare")
+        assert settings["seed"] == 7 and settings["clockwork"] == "teacher+clockwork-identity"
+        rows = {r[0]: r[1:] for r in speed["data"]}
+        assert rows["UNet passes per frame"][:2] == [12, 6]
+        assert len(plot["data"]) == 8 and quality["data"][0][0] == "PSNR full vs clockwork (dB)"
+
+        pair = {"clip_hash": "d" * 64, "instruction": "make it sepia", "variant_a": "teacher",
+                "variant_b": "teacher+clockwork-identity", "params_a": {"steps": 4}, "params_b": {"steps": 4},
+                "seed_a": 7, "seed_b": 7, "shown_left": "B"}
+        voted = client.predict("rater-api-00001", pair, "A", 1500, api_name="/vote")
+        assert voted["choice"] == "B" and "(left) was `teacher+clockwork-identity`" in voted["reveal"]
+        with pytest.raises(AppError, match="already voted"):
+            client.predict("rater-api-00001", pair, "tie", 100, api_name="/vote")
+        row = store.votes()[0]
+        assert (row["rater_id"], row["choice"], row["shown_left"], row["decide_ms"]) == ("rater-api-00001", "B",
+                                                                                         "B", 1500)
+        with pytest.raises(AppError, match="admin token"):
+            client.predict("wrong", "", api_name="/export")
+        exported = client.predict("s3cret", "", api_name="/export")
+        with open(exported, newline="") as f:
+            lines = list(csv.DictReader(f))
+        assert len(lines) == 1 and lines[0]["id"] == voted["vote_id"] and lines[0]["choice"] == "B"
+
+
+class BlockingEditor:
+    """An editor whose edits wait until released: shows what waits behind a running edit."""
+
+    def __init__(self, editor):
+        self.family, self.inner = editor.family, editor
+        self.started, self.release = threading.Event(), threading.Event()
+
+    def edit_video(self, *args, **kwargs):
+        self.started.set()
+        assert self.release.wait(30), "never released"
+        return self.inner.edit_video(*args, **kwargs)
+
+
+def test_votes_never_wait_behind_an_edit_and_a_full_queue_says_busy(editor, store, tmp_path, clip):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    blocking = BlockingEditor(editor)
+    config = AppConfig(short_side=SIDE, samples=(), output_dir=str(tmp_path / "out"), max_waiting=0)
+    args = (handle_file(clip), "make it sepia", "teacher", 7.5, 1.5, 1, 1, False)
+    with served(blocking, store, config) as (url, client):
+        running = client.submit(*args, api_name="/edit")
+        assert blocking.started.wait(30)
+        pair = {"clip_hash": "e" * 64, "instruction": "x", "variant_a": "teacher", "variant_b": "mmg",
+                "shown_left": "A"}
+        try:
+            assert client.predict("rater-during-edit", pair, "A", 10, api_name="/vote")["choice"] == "A"
+            assert client.predict("", api_name="/results")[0].startswith("**1 vote**")
+            with pytest.raises(AppError, match="busy"):
+                client.predict(*args, api_name="/edit")
+            assert not running.done()
+        finally:
+            blocking.release.set()
+        assert len(read_clip(path_of(running.result(timeout=60)[0])).frames) == FRAMES
+
+
+# ----------------------------------------------------------------------------- the Results page vs first principles
+
+def _wilson(wins: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval, from its textbook formula."""
+    p = wins / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return centre - half, centre + half
+
+
+def _bradley_terry(votes: list[tuple[str, str, float]], names: list[str]) -> dict[str, float]:
+    """Bradley-Terry log-strengths (mean 0) by maximising the likelihood with a generic optimiser;
+    each vote is (a, b, a's share of the win) with ties as 0.5."""
+    index = {n: i for i, n in enumerate(names)}
+
+    def nll(theta):
+        theta = np.append(theta, -theta.sum())  # the last strength makes the mean 0
+        total = 0.0
+        for a, b, share in votes:
+            d = theta[index[a]] - theta[index[b]]
+            total -= share * -np.logaddexp(0, -d) + (1 - share) * -np.logaddexp(0, d)
+        return total
+
+    fit = minimize(nll, np.zeros(len(names) - 1), method="BFGS", options={"gtol": 1e-10})
+    theta = np.append(fit.x, -fit.x.sum())
+    return {n: float(theta[index[n]]) for n in names}
+
+
+def test_results_page_matches_an_independent_computation(editor, store, config):
+    names = ["mmg", "teacher", "teacher+clockwork-identity"]
+    plan = [("teacher", "mmg", "A")] * 5 + [("teacher", "mmg", "B")] * 3 + [("mmg", "teacher", "tie")] * 2 + \
+        [("teacher+clockwork-identity", "teacher", "A")] * 2 + [("teacher+clockwork-identity", "teacher", "B")] * 4 + \
+        [("teacher", "teacher+clockwork-identity", "both_bad")] + [("mmg", "teacher+clockwork-identity", "A")] * 3 + \
+        [("mmg", "teacher+clockwork-identity", "B")] * 2
+    for k, (a, b, choice) in enumerate(plan):
+        store.add_vote(VoteIn(rater_id=f"rater-ind-{k:04d}", clip_hash="f" * 64, instruction="make it snow",
+                              variant_a=a, variant_b=b, shown_left="A", choice=choice, decide_ms=1))
+    share = {"A": 1.0, "B": 0.0, "tie": 0.5, "both_bad": 0.5}
+    with served(editor, store, config) as (url, client):
+        summary, pairs, bt, per_instruction, *_ = client.predict("", api_name="/results")
+    assert summary.startswith(f"**{len(plan)} votes**")
+    shown = {(r[0], r[1]): r for r in pairs["data"]}
+    for first, second in [("mmg", "teacher"), ("mmg", "teacher+clockwork-identity"),
+                          ("teacher", "teacher+clockwork-identity")]:
+        wins = sum(share[c] if a == first else 1 - share[c] for a, b, c in plan if {a, b} == {first, second})
+        n = sum({a, b} == {first, second} for a, b, _ in plan)
+        row = shown[(first, second)]
+        assert row[2] == n and row[7] == pytest.approx(wins / n, abs=1e-4)
+        assert row[8:10] == pytest.approx(list(_wilson(wins, n)), abs=1e-4)
+    expected = _bradley_terry([(a, b, share[c]) for a, b, c in plan], names)
+    scores = {r[0]: r[1] for r in bt["data"]}
+    assert scores == pytest.approx(expected, abs=2e-4)
+    assert all(r[2] <= r[1] <= r[3] for r in bt["data"])  # the bootstrap interval holds the estimate
+    assert len(per_instruction["data"]) == 3

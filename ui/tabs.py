@@ -101,8 +101,8 @@ def edit_page(app: App) -> None:
     """Edit: inputs and settings on the left; preview, result and figures on the right."""
     with gr.Row():
         with gr.Column():
-            video = video_input(app.config)
-            instruction = instruction_input()
+            video = video_input(app.config, "edit")
+            instruction = instruction_input("edit")
             variant, clockwork, clock, steps = _variant_controls(app)
             s_t, s_i = guidance_sliders(app.editor)
             seed, randomize = seed_row()
@@ -127,8 +127,8 @@ def compare_page(app: App) -> None:
     bases = compare.compare_bases(app.variants)
     with gr.Row():
         with gr.Column(scale=1):
-            video = video_input(app.config)
-            instruction = instruction_input()
+            video = video_input(app.config, "compare")
+            instruction = instruction_input("compare")
             variant = gr.Dropdown(bases, value=compare.default_compare_variant(bases), label="Variant",
                                   info="run with full steps, then with Clockwork")
             clock = clock_slider()
@@ -171,11 +171,11 @@ def _vote_outputs(buttons: dict, enabled: bool) -> list:
 def rate_page(app: App, rater: gr.BrowserState, demo: gr.Blocks) -> None:
     """Rate: a blinded A/B of two variants on the same input; names are revealed after the vote."""
     challenger, teacher = rate.default_pair(app.variants, app.costs, app.editor.family.default_steps)
-    rater_md = gr.Markdown()
+    rater_md = gr.Markdown(elem_id="rate-rater")
     with gr.Row():
         with gr.Column(scale=1):
-            video = video_input(app.config)
-            instruction = instruction_input()
+            video = video_input(app.config, "rate")
+            instruction = instruction_input("rate")
             with gr.Row():
                 variant_a = gr.Dropdown(app.variants, value=challenger, label="First variant")
                 variant_b = gr.Dropdown(app.variants, value=teacher, label="Second variant")
@@ -265,7 +265,7 @@ def study_page(app: App, rater: gr.BrowserState, demo: gr.Blocks) -> None:
     progress = gr.Markdown(elem_id="study-progress")
     videos = synced_videos("study", ("A", "B"))
     buttons = vote_buttons("study")
-    reveal = gr.Markdown()
+    reveal = gr.Markdown(elem_id="study-reveal")
     pair = gr.State(None)
     _study_admin(app)
     refresh = functools.partial(lambda store: gr.Dropdown(choices=study.study_choices(store)), app.store)

@@ -77,18 +77,19 @@ def limits_line(config: AppConfig) -> str:
             f"resized to {config.short_side} px on the short side.")
 
 
-def video_input(config: AppConfig, label: str = "Source video") -> gr.Video:
-    """Source video upload, its limits and the sample clips."""
-    video = gr.Video(label=label, sources=["upload"], include_audio=True)
+def video_input(config: AppConfig, prefix: str) -> gr.Video:
+    """Source video upload (element id ``<prefix>-video``), its limits and the sample clips."""
+    video = gr.Video(label="Source video", sources=["upload"], include_audio=True, elem_id=f"{prefix}-video")
     gr.Markdown(limits_line(config))
     if config.samples:
         gr.Examples([[s] for s in config.samples], inputs=[video], label="Sample clips")
     return video
 
 
-def instruction_input() -> gr.Textbox:
-    """The instruction box with example instructions."""
-    box = gr.Textbox(label="Instruction", placeholder="e.g. make it black and white", lines=1)
+def instruction_input(prefix: str) -> gr.Textbox:
+    """The instruction box (element id ``<prefix>-instruction``) with example instructions."""
+    box = gr.Textbox(label="Instruction", placeholder="e.g. make it black and white", lines=1,
+                     elem_id=f"{prefix}-instruction")
     gr.Examples([[s] for s in example_instructions()], inputs=[box], label="Example instructions")
     return box
 

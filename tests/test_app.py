@@ -3,6 +3,7 @@ gradio_client (edit, compare, vote, results, export, the busy message, votes nev
 from __future__ import annotations
 
 import csv
+import json
 import math
 import socket
 import threading
@@ -334,3 +335,18 @@ def test_results_page_matches_an_independent_computation(editor, store, config):
     assert scores == pytest.approx(expected, abs=2e-4)
     assert all(r[2] <= r[1] <= r[3] for r in bt["data"])  # the bootstrap interval holds the estimate
     assert len(per_instruction["data"]) == 3
+
+
+# ----------------------------------------------------------------------------- load
+
+def test_load_script_small(editor, store, config, tmp_path):
+    from ui import load_test
+
+    with served(editor, store, config) as (url, _):
+        report_path = tmp_path / "load.json"
+        status = load_test.main(["--url", url, "--raters", "4", "--votes", "5", "--db", store.url,
+                                 "--json", str(report_path)])
+    report = json.loads(report_path.read_text())
+    assert status == 0 and report["errors"] == 0 and report["rows_expected"] == report["rows_found"] == 20
+    assert store.count_votes() == 20 and len({v["rater_id"] for v in store.votes()}) == 4
+    assert report["latency_ms"]["p50"] <= report["latency_ms"]["p95"] and report["votes_per_s"] > 0

@@ -9,9 +9,9 @@ import pytest
 
 from editor.edits import FAMILIES
 from editor.metrics import psnr
-from editor.pipeline import Editor
-from editor.ratings.store import Store, file_sha256
+from editor.ratings.store import file_sha256
 from editor.video_io import read_clip, write_clip
+from tests.test_app import editor, store  # noqa: F401  (shared fixtures: the tiny family's Editor, a temp store)
 from ui import compare, rate, results, study
 from ui.costs import CostTable, one_step
 from ui.handlers import (ProgressReport, UserError, base_variant, preview_frame, run_edit, uses_clockwork,
@@ -24,11 +24,6 @@ TOKEN = "test-admin-token"
 
 
 @pytest.fixture(scope="module")
-def editor(tiny_family):
-    return Editor(tiny_family)
-
-
-@pytest.fixture(scope="module")
 def costs(tiny_family):
     return CostTable(tiny_family, (8, 8))
 
@@ -36,12 +31,6 @@ def costs(tiny_family):
 @pytest.fixture
 def config(tmp_path):
     return AppConfig(short_side=SIDE, max_frames=4, samples=(), output_dir=str(tmp_path / "out"))
-
-
-@pytest.fixture
-def store(tmp_path):
-    with Store(f"sqlite:///{tmp_path / 'ratings.db'}") as s:
-        yield s
 
 
 @pytest.fixture(scope="module")

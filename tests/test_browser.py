@@ -5,6 +5,7 @@ check the vote's row in the database and its effect on the Results page. A scree
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -114,9 +115,6 @@ def test_edit_compare_rate_and_results_in_a_browser(tiny_family, tmp_path, clip,
         assert votes[0]["choice"] == votes[0]["shown_left"]  # "A is better" = the side shown on the left
         assert left is None or votes[0][f"variant_{votes[0]['shown_left'].lower()}"] == left
 
-        tab(page, "Study")
-        shoot(page, "study")
-
         tab(page, "Results")
         page.wait_for_function("document.querySelector('#results-summary')?.innerText.includes('1 vote')")
         pairs = page.locator("#results-pairs").inner_text()
@@ -127,4 +125,42 @@ def test_edit_compare_rate_and_results_in_a_browser(tiny_family, tmp_path, clip,
         tab(page, "Rate")
         assert rater_id(page) == me  # the anonymous id stays with the browser
     store.close()
-    assert {p.stem for p in SHOTS.glob("*.png")} >= {"edit", "compare", "rate", "study", "results"}
+    assert {p.stem for p in SHOTS.glob("*.png")} >= {"edit", "compare", "rate", "results"}
+
+
+def test_a_study_from_manifest_to_the_last_pair_in_a_browser(tiny_family, tmp_path, clip, page_of, monkeypatch):
+    monkeypatch.setenv("MOVIE_ADMIN_TOKEN", "browser-admin")
+    manifest = tmp_path / "pilot.json"
+    manifest.write_text(json.dumps({
+        "name": "pilot", "clips": [str(clip)], "instructions": ["make it snow"],
+        "variant_pairs": [["teacher+clockwork-identity", "teacher"]], "params": {"steps": 2, "seed": 0},
+        "gold_pairs": 1, "max_frames": FRAMES, "short_side": SIDE}))
+    store = Store(f"sqlite:///{tmp_path / 'ratings.db'}")
+    config = AppConfig(short_side=SIDE, max_frames=FRAMES, samples=(), output_dir=str(tmp_path / "out"),
+                       studies_dir=str(tmp_path / "studies"))
+    with served(Editor(tiny_family), store, config) as (url, _):
+        page = page_of(url)
+        tab(page, "Study")
+        page.get_by_text("Admin: studies").click()
+        page.locator("#study-token input").fill("browser-admin")
+        page.locator("#study-manifest input[type=file]").set_input_files(str(manifest))
+        page.locator("#study-create").click()
+        page.wait_for_function("document.querySelector('#study-status')?.innerText.includes('is ready')")
+        study_id = store.studies()[0]["id"]
+        assert len(store.study_pairs(study_id)) == 2  # one comparison and one gold pair
+
+        page.locator("#study-picker input").click()
+        page.get_by_role("option", name="pilot").click()
+        page.locator("#study-start").click()
+        page.wait_for_function("document.querySelector('#study-progress')?.innerText.includes('0 of 2')")
+        page.wait_for_selector("#study-left video")
+        shoot(page, "study")
+        for done in (1, 2):
+            page.wait_for_selector("#study-tie:not([disabled])")
+            page.locator("#study-tie").click()
+            page.wait_for_function(f"document.querySelector('#study-progress')?.innerText.includes('{done} of 2')")
+        page.wait_for_function("document.querySelector('#study-progress')?.innerText.includes('all done')")
+    votes = store.votes(study_id)
+    assert len(votes) == 2 and {v["choice"] for v in votes} == {"tie"} and len({v["rater_id"] for v in votes}) == 1
+    assert {v["pair_id"] for v in votes} == {p["id"] for p in store.study_pairs(study_id)}
+    store.close()

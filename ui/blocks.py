@@ -36,8 +36,8 @@ def build_app(editor: Editor, store: Store, config: AppConfig | None = None) -> 
             compare_page(app)
         with gr.Tab("Rate", id="rate"):
             rate_page(app, rater, demo)
-        with gr.Tab("Study", id="study"):
-            study_page(app, rater, demo)
+        with gr.Tab("Study", id="study") as study_tab:
+            study_page(app, rater, study_tab)
         with gr.Tab("Results", id="results") as results_tab:
             results_page(app, results_tab)
     return demo

@@ -228,7 +228,7 @@ def _vote_api(app: App) -> None:
 
 # ----------------------------------------------------------------------------- Study
 
-def _study_admin(app: App) -> None:
+def _study_admin(app: App):
     """The admin's part of the Study page: create (pre-render) a study from a manifest, list the studies with
     their votes and the raters that gold pairs flag as careless."""
     with gr.Accordion("Admin: studies", open=False):
@@ -237,11 +237,12 @@ def _study_admin(app: App) -> None:
                     "app's folder. Creating renders every pair first, so raters never wait. The same command on "
                     "the server: `python -m editor.study create --manifest M.json`.")
         token = gr.Textbox(label="Admin token", type="password", elem_id="study-token")
-        manifest = gr.File(label="Study manifest (JSON)", file_types=[".json"], type="filepath")
+        manifest = gr.File(label="Study manifest (JSON)", file_types=[".json"], type="filepath",
+                           elem_id="study-manifest")
         with gr.Row():
-            create = gr.Button("Create and pre-render")
+            create = gr.Button("Create and pre-render", elem_id="study-create")
             show = gr.Button("List studies")
-        status = gr.Markdown()
+        status = gr.Markdown(elem_id="study-status")
         table = gr.Dataframe(label="Studies", interactive=False)
 
     def create_study(token_value, manifest_path, progress=gr.Progress()):
@@ -250,26 +251,28 @@ def _study_admin(app: App) -> None:
         return study.create_from_manifest(app.store, app.editor, token_value, manifest_path, app.config.studies_dir,
                                           REPO_ROOT, bar)
 
-    create.click(engine_fn(app, create_study, "study creation"), inputs=[token, manifest], outputs=[table, status],
-                 api_visibility="private", **engine_event(app))
+    created = create.click(engine_fn(app, create_study, "study creation"), inputs=[token, manifest],
+                           outputs=[table, status], api_visibility="private", **engine_event(app))
     show.click(gradio_handler(functools.partial(study.study_overview, app.store), "study list"), inputs=[token],
                outputs=[table], api_name="studies", **RESULTS_EVENT)
+    return created
 
 
-def study_page(app: App, rater: gr.BrowserState, demo: gr.Blocks) -> None:
+def study_page(app: App, rater: gr.BrowserState, tab: gr.Tab) -> None:
     """Study: raters work through a prepared study's pre-rendered pairs in their own random order."""
     gr.Markdown(study.RATER_INSTRUCTIONS)
     with gr.Row():
-        picker = gr.Dropdown([], label="Study", allow_custom_value=True, scale=3)
+        picker = gr.Dropdown([], label="Study", allow_custom_value=True, scale=3, elem_id="study-picker")
         start = gr.Button("Start / continue", variant="primary", scale=1, elem_id="study-start")
     progress = gr.Markdown(elem_id="study-progress")
     videos = synced_videos("study", ("A", "B"))
     buttons = vote_buttons("study")
     reveal = gr.Markdown(elem_id="study-reveal")
     pair = gr.State(None)
-    _study_admin(app)
+    created = _study_admin(app)
     refresh = functools.partial(lambda store: gr.Dropdown(choices=study.study_choices(store)), app.store)
-    demo.load(refresh, outputs=[picker], **UI_EVENT)
+    tab.select(refresh, outputs=[picker], **UI_EVENT)
+    created.success(refresh, outputs=[picker], **UI_EVENT)
 
     def begin(study_id, rater_id):
         left, right, line, p = study.study_next(app.store, study_id, rater_id)

@@ -81,9 +81,12 @@ def test_edit_compare_rate_and_results_in_a_browser(tiny_family, tmp_path, clip,
     with served(Editor(tiny_family), store, config) as (url, _):
         page = page_of(url)
         fill_source(page, "edit", clip, "make it black and white")
+        page.locator("#edit-clockwork input").check()  # the selector follows the Clockwork switch
+        page.wait_for_function("document.querySelector('#edit-variant input').value.includes('clockwork-identity')")
         page.locator("#edit-run").click()
         page.wait_for_selector("#edit-result video")
         page.wait_for_function("document.querySelector('#edit-info')?.innerText.includes('unet_gflops_per_frame')")
+        assert '"teacher+clockwork-identity"' in page.locator("#edit-info").inner_text()
         shoot(page, "edit")
 
         tab(page, "Compare")

@@ -66,10 +66,10 @@ def _variant_controls(app: App) -> tuple:
     names, steps0 = app.variants, app.editor.family.default_steps
     first = next((n for n in names if not handlers.uses_clockwork(n)), names[0] if names else None)
     variant = gr.Dropdown(app.costs.choices(names, steps0), value=first, label="Variant",
-                          info=VARIANTS[first].description if first else None)
+                          info=VARIANTS[first].description if first else None, elem_id="edit-variant")
     with gr.Row():
         clockwork = gr.Checkbox(False, label="Clockwork", info="reuse low-res UNet features between steps",
-                                interactive=any(handlers.uses_clockwork(n) for n in names))
+                                interactive=any(handlers.uses_clockwork(n) for n in names), elem_id="edit-clockwork")
         clock = clock_slider()
     steps = steps_slider(app.editor)
     variant.input(on_variant, inputs=[variant], outputs=[clockwork, steps, variant], **UI_EVENT)

@@ -25,7 +25,8 @@ __all__ = ["AppConfig", "build_app", "queue_app", "launch_kwargs", "example_inst
 def build_app(editor: Editor, store: Store, config: AppConfig | None = None) -> gr.Blocks:
     """The whole app for ``editor`` and ``store``; serve it with ``queue_app(demo).launch(**launch_kwargs(...))``."""
     config = config or AppConfig()
-    app = App(editor, store, config, EditGate(config.max_waiting), CostTable(editor.family))
+    side = config.short_side // editor.family.downsample
+    app = App(editor, store, config, EditGate(config.max_waiting), CostTable(editor.family, (side, side)))
     with gr.Blocks(title=config.title, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(f"# {config.title}\nEdit a short clip with an instruction, compare full sampling with "
                     "Clockwork, rate blinded pairs, run a preference study and see the leaderboard.")

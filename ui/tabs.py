@@ -50,7 +50,8 @@ def on_variant(name: str):
 
 def on_clockwork(name: str, on: bool, names: list[str]):
     """The Clockwork switch changed: select the matching variant."""
-    return gr.Dropdown(value=handlers.with_clockwork(name, on, names))
+    chosen = handlers.with_clockwork(name, on, names)
+    return gr.Dropdown(value=chosen, info=VARIANTS[chosen].description if chosen in VARIANTS else None)
 
 
 def on_costs(app: App, steps, clock):
@@ -65,7 +66,9 @@ def _variant_controls(app: App) -> tuple:
     """Variant selector (each variant with its cost per frame), Clockwork switch with its clock, steps."""
     names, steps0 = app.variants, app.editor.family.default_steps
     first = next((n for n in names if not handlers.uses_clockwork(n)), names[0] if names else None)
-    variant = gr.Dropdown(app.costs.choices(names, steps0), value=first, label="Variant",
+    side = app.config.short_side
+    variant = gr.Dropdown(app.costs.choices(names, steps0), value=first,
+                          label=f"Variant (cost per frame at {side}x{side} px)",
                           info=VARIANTS[first].description if first else None, elem_id="edit-variant")
     with gr.Row():
         clockwork = gr.Checkbox(False, label="Clockwork", info="reuse low-res UNet features between steps",

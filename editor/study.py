@@ -388,9 +388,9 @@ def main(argv=None) -> str | None:
         import torch
         from editor.loading import load_family
 
-        torch.set_grad_enabled(False)
         manifest = StudyManifest.load(a.manifest)
-        study_id = create_study(store, Editor(load_family(a.model)), manifest, a.out)
+        with torch.inference_mode():  # scoped: main() is also called in-process (tests), grad mode must survive
+            study_id = create_study(store, Editor(load_family(a.model)), manifest, a.out)
         print(f"study {manifest.name!r}: {study_id} ({len(store.study_pairs(study_id))} pairs)")
         return study_id
 

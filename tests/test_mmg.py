@@ -151,3 +151,21 @@ def test_train_mmg_two_steps(tmp_path, tiny_family_dir):
     with torch.no_grad():
         out = MMGDenoiser(st)(x, t, Conditioning(source, text, empty, Guidance(7.5, 1.5), anchor=1))
     assert out.shape == x.shape and torch.isfinite(out).all()
+
+
+def test_inverse_square_weighting_balances_the_scales(tiny_family):
+    """At s_T = 2 the weight is 1 (loss == MSE); at s_T = 4 a sample counts a quarter."""
+    from editor.train.mmg import mmg_loss
+    from editor.train.teacher import noise_scheduler
+
+    x, t, source, text, empty = _inputs()
+    student = student_from_teacher(tiny_family.unet)
+    sched = noise_scheduler()
+    terms = {}
+    for s in (2.0, 4.0):
+        s_t = torch.full((x.shape[0],), s)
+        with torch.no_grad():
+            terms[s] = mmg_loss(student, tiny_family.unet, sched, x, source, text, empty, s_t, torch.ones_like(s_t),
+                                torch.Generator().manual_seed(0), "inverse-square")
+    torch.testing.assert_close(terms[2.0]["loss"], terms[2.0]["mse"])
+    torch.testing.assert_close(terms[4.0]["loss"], terms[4.0]["mse"] / 4)

@@ -41,8 +41,12 @@ def _uniform(lo: float, hi: float, n: int, g: torch.Generator) -> torch.Tensor:
     return lo + (hi - lo) * torch.rand(n, generator=g)
 
 
-def mmg_loss(student, teacher, sched, x0, source, text, empty, s_t, s_i, g) -> dict:
-    """MSE between the student's one-pass prediction and the teacher's guided prediction on the same ``x_t``."""
+def mmg_loss(student, teacher, sched, x0, source, text, empty, s_t, s_i, g, weighting: str = "none") -> dict:
+    """MSE between the student's one-pass prediction and the teacher's guided prediction on the same ``x_t``.
+
+    ``weighting="inverse-square"`` divides each sample's MSE by ``(s_T / 2)^2``: Eq. 1 scales the text direction by
+    ``s_T``, so under plain MSE with ``s_T ~ U[2, 14]`` the samples below ``s_T = 4`` -- where the default sliders
+    sit -- carry about 2% of the loss. The weighting gives every scale the same relative error budget."""
     b, dev = x0.shape[0], student.device
     t = torch.randint(0, sched.config.num_train_timesteps, (b,), generator=g)
     noise = torch.randn(x0.shape, generator=g)
@@ -52,8 +56,10 @@ def mmg_loss(student, teacher, sched, x0, source, text, empty, s_t, s_i, g) -> d
     target = mmg_target(teacher, xt, t, source, text, empty, s_t, s_i)
     emb = guidance_embedding(s_t, s_i, student.config.time_cond_proj_dim).to(dev, xt.dtype)
     pred = student(torch.cat([xt, source], 1), t, text, timestep_cond=emb).sample
-    mse = (pred - target).pow(2).mean()
-    return {"loss": mse, "target_rms": target.pow(2).mean().sqrt().detach()}
+    per_sample = (pred - target).pow(2).mean(dim=(1, 2, 3))
+    w = (2.0 / s_t).pow(2) if weighting == "inverse-square" else torch.ones_like(s_t)
+    return {"loss": (w * per_sample).mean(), "mse": per_sample.mean().detach(),
+            "target_rms": target.pow(2).mean().sqrt().detach()}
 
 
 def main(argv=None):
@@ -62,6 +68,12 @@ def main(argv=None):
              steps=1500, batch=32, lr=2e-4)
     p.add_argument("--pool-cache", default=None, help="pool cache file (default OUT/pool.pt)")
     p.add_argument("--embed-dim", type=int, default=EMBED_DIM)
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="continue from these student weights (e.g. the shipped student_mmg/) with a fresh optimiser")
+    p.add_argument("--text-range", type=float, nargs=2, default=TRAIN_TEXT_RANGE, metavar=("LO", "HI"),
+                   help="s_T ~ U[LO, HI] (default 2 14, MoViE's)")
+    p.add_argument("--weighting", choices=("none", "inverse-square"), default="none",
+                   help="per-sample loss weight over s_T (see mmg_loss)")
     a = p.parse_args(argv)
     torch.manual_seed(a.seed)
     export = Path(a.export)
@@ -69,7 +81,8 @@ def main(argv=None):
     ae = AutoencoderTiny.from_pretrained(export / "autoencoder").eval()
     pool = build_pool(ae, a.pool, a.seed + 100, cache=Path(a.pool_cache or Path(a.out) / "pool.pt"))
     bank, empty = instruction_bank(MiniLMEncoder())
-    student = student_from_teacher(teacher, a.embed_dim).train()
+    student = UNet2DConditionModel.from_pretrained(a.init_from).train() if a.init_from \
+        else student_from_teacher(teacher, a.embed_dim).train()
     sched = noise_scheduler()  # only add_noise is used: the betas, not the prediction type, matter here
     g = torch.Generator().manual_seed(a.seed)
 
@@ -78,14 +91,14 @@ def main(argv=None):
             teacher.to(student.device)
         source, x0, fam, par = pool.sample(step, a.batch, a.crop, a.full_every, bank.shape[1], g)
         b = len(source)
-        s_t = _uniform(*TRAIN_TEXT_RANGE, b, g)
+        s_t = _uniform(*a.text_range, b, g)
         s_i = _uniform(*TRAIN_IMAGE_RANGE, b, g)
-        return mmg_loss(student, teacher, sched, x0, source, bank[fam, par], empty, s_t, s_i, g)
+        return mmg_loss(student, teacher, sched, x0, source, bank[fam, par], empty, s_t, s_i, g, a.weighting)
 
     def save_fn(model, out: Path):
         model.save_pretrained(export / STUDENT_DIR)
         (export / STUDENT_DIR / "training.json").write_text(json.dumps(
-            {"method": "MMG (MoViE section 3.4)", "args": vars(a), "text_range": list(TRAIN_TEXT_RANGE),
+            {"method": "MMG (MoViE section 3.4)", "args": vars(a), "text_range": list(a.text_range),
              "image_range": list(TRAIN_IMAGE_RANGE), "families": list(pool.families)}, indent=1, default=str))
 
     run_loop(loop_config(a, warmup=100, save_every=100), student, student.parameters(), loss_fn, save_fn)

@@ -47,9 +47,16 @@ def add_args(p: argparse.ArgumentParser, *, out: str, export_help: str, steps: i
     p.add_argument("--full-every", type=int, default=4, help="every n-th step uses whole frames (batch / 4)")
     p.add_argument("--lr", type=float, default=lr)
     p.add_argument("--pool", type=int, default=pool, help="training frames in the latent pool")
+    p.add_argument("--pool-cache", type=Path, default=None,
+                   help="latent pool cache file (default OUT/pool.pt; e.g. reuse runs/teacher/pool.pt)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-minutes", type=float, default=None)
     p.add_argument("--stop-at", type=int, default=None, help="stop after this step (the LR schedule still spans --steps)")
+
+
+def pool_cache(a: argparse.Namespace) -> Path:
+    """Where the stage's latent pool is cached: ``--pool-cache`` or ``OUT/pool.pt``."""
+    return a.pool_cache or Path(a.out) / "pool.pt"
 
 
 def loop_config(a: argparse.Namespace, **kw) -> "LoopConfig":

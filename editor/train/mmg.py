@@ -30,7 +30,7 @@ from diffusers import AutoencoderTiny, UNet2DConditionModel
 from editor.mmg import EMBED_DIM, TRAIN_IMAGE_RANGE, TRAIN_TEXT_RANGE, guidance_embedding, mmg_target, \
     student_from_teacher
 from editor.text_encoder import MiniLMEncoder
-from editor.train.common import add_args, loop_config, run_loop
+from editor.train.common import add_args, loop_config, pool_cache, run_loop
 from editor.train.data import build_pool
 from editor.train.teacher import instruction_bank, noise_scheduler
 
@@ -66,7 +66,6 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_args(p, out="runs/mmg", export_help="family folder: reads unet/ (teacher) and autoencoder/, writes student_mmg/",
              steps=1500, batch=32, lr=2e-4)
-    p.add_argument("--pool-cache", default=None, help="pool cache file (default OUT/pool.pt)")
     p.add_argument("--embed-dim", type=int, default=EMBED_DIM)
     p.add_argument("--init-from", type=Path, default=None,
                    help="continue from these student weights (e.g. the shipped student_mmg/) with a fresh optimiser")
@@ -79,7 +78,7 @@ def main(argv=None):
     export = Path(a.export)
     teacher = UNet2DConditionModel.from_pretrained(export / "unet").eval().requires_grad_(False)
     ae = AutoencoderTiny.from_pretrained(export / "autoencoder").eval()
-    pool = build_pool(ae, a.pool, a.seed + 100, cache=Path(a.pool_cache or Path(a.out) / "pool.pt"))
+    pool = build_pool(ae, a.pool, a.seed + 100, cache=pool_cache(a))
     bank, empty = instruction_bank(MiniLMEncoder())
     student = UNet2DConditionModel.from_pretrained(a.init_from).train() if a.init_from \
         else student_from_teacher(teacher, a.embed_dim).train()

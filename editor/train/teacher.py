@@ -21,7 +21,7 @@ from editor import edits
 from editor.family import TeacherConfig, config_dict
 from editor.loading import FAMILY_INDEX, write_family_index
 from editor.text_encoder import MiniLMEncoder
-from editor.train.common import add_args, loop_config, run_loop
+from editor.train.common import add_args, loop_config, pool_cache, run_loop
 from editor.train.data import build_pool
 
 
@@ -74,7 +74,7 @@ def main(argv=None):
     torch.manual_seed(a.seed)
     export = Path(a.export)
     ae = AutoencoderTiny.from_pretrained(export / "autoencoder").eval()
-    pool = build_pool(ae, a.pool, a.seed + 100, cache=Path(a.out) / "pool.pt")
+    pool = build_pool(ae, a.pool, a.seed + 100, cache=pool_cache(a))
     bank, empty = instruction_bank(MiniLMEncoder())
     cfg = TeacherConfig(latent_channels=pool.sources.shape[1], sample_size=pool.sources.shape[-1])
     unet = UNet2DConditionModel.from_pretrained(a.init_from) if a.init_from else cfg.build()

@@ -23,11 +23,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from editor import scenes, video_io
 from editor.clockwork import step_flops
 from editor.cross_frame_attention import FrameLayout
-from editor.evaluate import full_step_variant
 from editor.layout import frames_to_images
 from editor.loading import load_family
 from editor.pipeline import Editor, EditRequest
-from editor.variants import available_variants, get_variant
+from editor.variants import available_variants, full_step_variant, get_variant
 
 
 def gflops(fn) -> float:
@@ -71,8 +70,7 @@ def clockwork_step_gflops(editor: Editor, variant, frame: np.ndarray) -> dict:
     branches = variant.passes_per_step()
     shape = (branches, unet.config.in_channels, h, w)
     kwargs = {"frame_layout": FrameLayout(branches, 1, 0)}
-    adaptor = fam.adaptors[variant.model] if variant.clockwork == "trained" else None
-    f = step_flops(unet, adaptor, shape, cross_attention_kwargs=kwargs)
+    f = step_flops(unet, variant.adaptor(fam), shape, cross_attention_kwargs=kwargs)
     return {"full": f.full / 1e9, "adaptor": f.adaptor / 1e9, "adaptor_over_full": f.adaptor / f.full}
 
 

@@ -44,7 +44,7 @@ from editor.guidance import Guidance
 from editor.layout import frames_to_images, images_to_frames
 from editor.loading import load_family
 from editor.pipeline import Editor, EditRequest
-from editor.variants import available_variants, get_variant
+from editor.variants import available_variants, full_step_variant, get_variant
 
 VIDEO_EXTS = {".mp4", ".mov", ".webm", ".mkv", ".avi", ".gif", ".m4v"}
 SWEEP_TEXT = (2.0, 5.0, 8.0, 11.0, 14.0)   # s_T values of the sweep (the MMG training range, U[2, 14])
@@ -72,7 +72,7 @@ class EditRunner:
     def weights_hash(self, variant_name: str) -> str:
         if variant_name not in self._weights:
             fam, v = self.editor.family, get_variant(variant_name)
-            mods = [v.unet(fam), fam.autoencoder] + ([fam.adaptors[v.model]] if v.clockwork == "trained" else [])
+            mods = [m for m in (v.unet(fam), fam.autoencoder, v.adaptor(fam)) if m is not None]
             h = hashlib.sha256()
             for m in mods:
                 for k, t in sorted(m.state_dict().items()):
@@ -158,12 +158,6 @@ def score(outputs: dict, tasks: list[Task], sources: dict, seed: int, reference:
                          "flicker_ratio": metrics.flicker_ratio(out, tgt)})
         report[variant] = summarise(rows)
     return report
-
-
-def full_step_variant(name: str) -> str | None:
-    """The full-step variant a Clockwork variant is measured against (``mmg+clockwork`` -> ``mmg``)."""
-    base, _, rest = name.partition("+")
-    return base if rest.startswith("clockwork") else None
 
 
 def summarise(rows: list[dict]) -> dict:

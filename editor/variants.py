@@ -28,6 +28,10 @@ class Variant:
         """The family's UNet this variant runs."""
         return family.unet if self.model == "teacher" else family.extras[STUDENT_MMG]
 
+    def adaptor(self, family):
+        """The family's trained Clockwork adaptor this variant runs (``None`` for identity or no Clockwork)."""
+        return family.adaptors[self.model] if self.clockwork == "trained" else None
+
     def _wrap(self):
         return ThreePassGuidance if self.model == "teacher" else MMGDenoiser
 
@@ -36,8 +40,7 @@ class Variant:
         if self.clockwork is None:
             return self._wrap()(self.unet(family))
         cfg = ClockworkConfig(clock=request.clock, adaptor=self.clockwork)
-        adaptor = family.adaptors[self.model] if self.clockwork == "trained" else None
-        return ClockworkDenoiser(self.unet(family), cfg, adaptor=adaptor, wrap=self._wrap())
+        return ClockworkDenoiser(self.unet(family), cfg, adaptor=self.adaptor(family), wrap=self._wrap())
 
     def steps(self, request) -> int:
         return request.steps
@@ -76,3 +79,21 @@ def get_variant(name: str) -> Variant:
 
 def available_variants(family) -> list[str]:
     return [n for n, v in VARIANTS.items() if v.available(family)]
+
+
+def full_step_variant(name: str) -> str | None:
+    """The full-step variant a Clockwork variant is measured against (``mmg+clockwork`` -> ``mmg``); ``None`` for a
+    variant without Clockwork or an unknown name."""
+    v = VARIANTS.get(name)
+    if v is None or v.clockwork is None:
+        return None
+    return next(n for n, w in VARIANTS.items() if w.model == v.model and w.clockwork is None)
+
+
+def clockwork_variants(name: str) -> list[str]:
+    """The Clockwork variants of ``name``'s model, the trained adaptor first (an unknown name has none)."""
+    v = VARIANTS.get(name)
+    if v is None:
+        return []
+    found = [n for n, w in VARIANTS.items() if w.model == v.model and w.clockwork is not None]
+    return sorted(found, key=lambda n: VARIANTS[n].clockwork != "trained")

@@ -43,8 +43,8 @@ class CostTable:
         key = (variant.model, variant.clockwork, hw)
         if key not in self._flops:
             unet = variant.unet(self.family)  # the registry's own UNet lookup
-            adaptor = self.family.adaptors.get(variant.model) if variant.clockwork == "trained" else None
-            self._flops[key] = step_flops(unet, adaptor, sample_shape=(1, unet.config.in_channels, *hw))
+            self._flops[key] = step_flops(unet, variant.adaptor(self.family),
+                                          sample_shape=(1, unet.config.in_channels, *hw))
         return self._flops[key]
 
     def cost(self, name: str, steps: int, clock: int = 2, latent_hw: tuple[int, int] | None = None) -> Cost:

@@ -16,12 +16,11 @@ import numpy as np
 
 from editor.guidance import Guidance
 from editor.pipeline import EditRequest, EditResult, Editor
-from editor.variants import VARIANTS, available_variants
+from editor.variants import VARIANTS, available_variants, clockwork_variants, full_step_variant
 from editor.video_io import Clip, VideoError, read_clip
 
 STEPS_RANGE = (1, 50)       # sampler steps the app accepts
 CLOCK_RANGE = (1, 8)        # Clockwork clocks the app accepts (full UNet every clock-th step)
-CLOCKWORK_SUFFIXES = ("+clockwork", "+clockwork-identity")  # preferred first: the trained adaptor
 SEED_RANGE = (0, 2**32 - 1)  # seeds the app accepts; random seeds are drawn from [0, 2**31)
 KEEP_OUTPUTS = 32            # edited clips kept in the output folder; older ones are deleted
 
@@ -45,11 +44,8 @@ def pick_seed(seed: float | int | None, randomize: bool, rng: np.random.Generato
 
 
 def base_variant(name: str) -> str:
-    """The variant without Clockwork: ``'mmg+clockwork-identity'`` -> ``'mmg'``."""
-    for suffix in CLOCKWORK_SUFFIXES:
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+    """The variant without Clockwork: ``'mmg+clockwork-identity'`` -> ``'mmg'`` (``name`` itself otherwise)."""
+    return full_step_variant(name) or name
 
 
 def with_clockwork(name: str, clockwork: bool, variants: list[str]) -> str:
@@ -58,7 +54,7 @@ def with_clockwork(name: str, clockwork: bool, variants: list[str]) -> str:
     base = base_variant(name)
     if not clockwork:
         return base if base in variants else name
-    options = [base + suffix for suffix in CLOCKWORK_SUFFIXES if base + suffix in variants]
+    options = [v for v in clockwork_variants(base) if v in variants]
     return name if name in options else (options[0] if options else name)
 
 

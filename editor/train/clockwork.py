@@ -35,7 +35,7 @@ from editor.loading import adaptor_dir
 from editor.mmg import TRAIN_IMAGE_RANGE, TRAIN_TEXT_RANGE, MMGDenoiser
 from editor.sampling import make_scheduler, sample
 from editor.text_encoder import MiniLMEncoder
-from editor.train.common import add_args, loop_config, pool_cache, run_loop
+from editor.train.common import add_args, loop_config, pool_cache, run_loop, uniform
 from editor.train.data import build_pool
 from editor.train.teacher import instruction_bank, noise_scheduler
 from editor.variants import STUDENT_MMG
@@ -65,10 +65,6 @@ class AdaptorTrainingUNet(ClockworkUNet):
 
 def _pick(choices, g: torch.Generator):
     return choices[int(torch.randint(len(choices), (1,), generator=g))]
-
-
-def _uniform(lo: float, hi: float, n: int, g: torch.Generator) -> torch.Tensor:
-    return lo + (hi - lo) * torch.rand(n, generator=g)
 
 
 def trajectory_loss(unet, wrap, adaptor, scheduler, source, text, empty, s_t, s_i, steps: int, clock: int,
@@ -110,8 +106,8 @@ def main(argv=None):
         fam = torch.randint(len(pool.families), (a.batch,), generator=g)
         par = torch.randint(bank.shape[1], (a.batch,), generator=g)
         source = pool.sources[idx].to(adaptor.device)
-        s_t = _uniform(*TRAIN_TEXT_RANGE, a.batch, g)
-        s_i = _uniform(*TRAIN_IMAGE_RANGE, a.batch, g)
+        s_t = uniform(*TRAIN_TEXT_RANGE, a.batch, g)
+        s_i = uniform(*TRAIN_IMAGE_RANGE, a.batch, g)
         return trajectory_loss(unet, wrap, adaptor, scheduler, source, bank[fam, par].to(adaptor.device),
                                empty.to(adaptor.device), s_t, s_i, _pick(STEP_CHOICES, g), _pick(CLOCK_CHOICES, g), g)
 

@@ -54,6 +54,11 @@ def add_args(p: argparse.ArgumentParser, *, out: str, export_help: str, steps: i
     p.add_argument("--stop-at", type=int, default=None, help="stop after this step (the LR schedule still spans --steps)")
 
 
+def uniform(lo: float, hi: float, n: int, g: torch.Generator) -> torch.Tensor:
+    """``n`` draws from ``U[lo, hi]`` (per-sample guidance scales)."""
+    return lo + (hi - lo) * torch.rand(n, generator=g)
+
+
 def pool_cache(a: argparse.Namespace) -> Path:
     """Where the stage's latent pool is cached: ``--pool-cache`` or ``OUT/pool.pt``."""
     return a.pool_cache or Path(a.out) / "pool.pt"

@@ -30,15 +30,11 @@ from diffusers import AutoencoderTiny, UNet2DConditionModel
 from editor.mmg import EMBED_DIM, TRAIN_IMAGE_RANGE, TRAIN_TEXT_RANGE, guidance_embedding, mmg_target, \
     student_from_teacher
 from editor.text_encoder import MiniLMEncoder
-from editor.train.common import add_args, loop_config, pool_cache, run_loop
+from editor.train.common import add_args, loop_config, pool_cache, run_loop, uniform
 from editor.train.data import build_pool
 from editor.train.teacher import instruction_bank, noise_scheduler
 
 STUDENT_DIR = "student_mmg"
-
-
-def _uniform(lo: float, hi: float, n: int, g: torch.Generator) -> torch.Tensor:
-    return lo + (hi - lo) * torch.rand(n, generator=g)
 
 
 def mmg_loss(student, teacher, sched, x0, source, text, empty, s_t, s_i, g, weighting: str = "none") -> dict:
@@ -90,8 +86,8 @@ def main(argv=None):
             teacher.to(student.device)
         source, x0, fam, par = pool.sample(step, a.batch, a.crop, a.full_every, bank.shape[1], g)
         b = len(source)
-        s_t = _uniform(*a.text_range, b, g)
-        s_i = _uniform(*TRAIN_IMAGE_RANGE, b, g)
+        s_t = uniform(*a.text_range, b, g)
+        s_i = uniform(*TRAIN_IMAGE_RANGE, b, g)
         return mmg_loss(student, teacher, sched, x0, source, bank[fam, par], empty, s_t, s_i, g, a.weighting)
 
     def save_fn(model, out: Path):

@@ -71,13 +71,16 @@ class ThreePassGuidance:
         self.unet = unet
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, c: Conditioning) -> torch.Tensor:
+        return combine(*self.branches(x, t, c), c.guidance)
+
+    def branches(self, x: torch.Tensor, t: torch.Tensor, c: Conditioning) -> tuple[torch.Tensor, ...]:
+        """``(e(x, 0, 0), e(x, c_I, 0), e(x, c_I, c_T))`` from one batched call (``c.guidance`` unused)."""
         b = x.shape[0]
         latents = torch.cat([x, x, x])
         source = torch.cat([torch.zeros_like(c.source), c.source, c.source])
         text = torch.cat([c.empty, c.empty, c.text])
         out = self.unet(torch.cat([latents, source], 1), t.repeat(3), text, **unet_kwargs(3, b, c.anchor)).sample
-        uncond, image, full = out.chunk(3)
-        return combine(uncond, image, full, c.guidance)
+        return out.chunk(3)
 
 
 def unet_kwargs(groups: int, frames: int, anchor: int | None) -> dict:

@@ -19,7 +19,8 @@ import torch
 from diffusers import UNet2DConditionModel
 from diffusers.models.embeddings import get_timestep_embedding
 
-from editor.guidance import IMAGE_RANGE, TEXT_RANGE, Conditioning, PerSampleGuidance, ThreePassGuidance, unet_kwargs
+from editor.guidance import IMAGE_RANGE, TEXT_RANGE, Conditioning, Guidance, PerSampleGuidance, ThreePassGuidance, \
+    combine, unet_kwargs
 
 EMBED_DIM = 256                     # default width of the guidance embedding (cond_proj's input)
 TRAIN_TEXT_RANGE = (2.0, TEXT_RANGE[1])  # s_T sampled in training (U[2, 14])
@@ -97,8 +98,16 @@ def mmg_target(teacher_unet, x_t: torch.Tensor, t: torch.Tensor, source: torch.T
     ``x_t``, ``source``: ``B C h w``; ``t``: ``B`` (or scalar); ``text``: ``B L D``; ``empty``: ``L D`` or ``B L D``;
     ``s_t``, ``s_i``: floats or tensors of ``B``. Reuses ``ThreePassGuidance`` (and so ``combine``) as is.
     """
+    return mmg_targets(teacher_unet, x_t, t, source, text, empty, [(s_t, s_i)])[0]
+
+
+@torch.no_grad()
+def mmg_targets(teacher_unet, x_t: torch.Tensor, t: torch.Tensor, source: torch.Tensor, text: torch.Tensor,
+                empty: torch.Tensor, scales) -> list[torch.Tensor]:
+    """:func:`mmg_target` for several ``(s_t, s_i)`` pairs at the cost of one: Eq. 1 is linear in the three branch
+    predictions, which do not depend on the scales, so the teacher runs once and each pair is a ``combine``."""
     b = x_t.shape[0]
     t = torch.as_tensor(t, device=x_t.device).reshape(-1).expand(b)
-    scales = PerSampleGuidance.of(s_t, s_i, b, x_t)
-    cond = Conditioning(source=source, text=text, empty=empty.expand_as(text), guidance=scales)
-    return ThreePassGuidance(teacher_unet)(x_t, t, cond)
+    cond = Conditioning(source=source, text=text, empty=empty.expand_as(text), guidance=Guidance())
+    branches = ThreePassGuidance(teacher_unet).branches(x_t, t, cond)
+    return [combine(*branches, PerSampleGuidance.of(st, si, b, x_t)) for st, si in scales]

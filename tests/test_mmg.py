@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from editor.guidance import Conditioning, Guidance, ThreePassGuidance, unet_kwargs
-from editor.mmg import MMGDenoiser, guidance_embedding, mmg_target, student_from_teacher
+from editor.mmg import MMGDenoiser, guidance_embedding, mmg_target, mmg_targets, student_from_teacher
 from editor.sampling import make_scheduler, sample
 
 SCALES = [(1.0, 1.0), (7.5, 1.5), (14.0, 3.0), (2.0, 2.7)]
@@ -129,14 +129,45 @@ def test_mmg_target_per_sample_scales_match_three_pass(tiny_family):
         assert torch.allclose(out[k:k + 1], ref, atol=1e-4), (out[k:k + 1] - ref).abs().max()  # batch-size rounding x s_T
 
 
-def test_train_mmg_two_steps(tmp_path, tiny_family_dir):
+def test_mmg_targets_equal_one_call_per_pair(tiny_family):
+    """Several scale pairs from one teacher call give what one mmg_target call per pair gives."""
+    x, t, source, text, empty = _inputs()
+    pairs = [(torch.tensor([3.0, 11.0]), torch.tensor([1.2, 2.5])), (2.5, 1.5)]
+    outs = mmg_targets(tiny_family.unet, x, t, source, text, empty, pairs)
+    for (st, si), out in zip(pairs, outs):
+        torch.testing.assert_close(out, mmg_target(tiny_family.unet, x, t, source, text, empty, st, si))
+
+
+def test_image_pair_term_regresses_the_image_direction(tiny_family):
+    """With the pair term the student's s_I -> s_I + 1 change is regressed on Eq. 1's image direction,
+    e(x, c_I, 0) - e(x, 0, 0); the loss is the plain loss plus the weighted pair MSE."""
+    from editor.train.mmg import mmg_loss
+    from editor.train.teacher import noise_scheduler
+
+    x, t, source, text, empty = _inputs()
+    student = student_from_teacher(tiny_family.unet)
+    s_t, s_i = torch.tensor([2.0, 9.0]), torch.tensor([1.0, 1.6])
+    args = (student, tiny_family.unet, noise_scheduler(), x, source, text, empty, s_t, s_i)
+    with torch.no_grad():
+        plain = mmg_loss(*args, torch.Generator().manual_seed(0))
+        paired = mmg_loss(*args, torch.Generator().manual_seed(0), image_pair_weight=0.5)
+    assert "image_pair_mse" not in plain
+    # the zero-initialised student ignores s_I, so its change is 0 and the pair MSE is the direction's power
+    torch.testing.assert_close(paired["image_pair_mse"], paired["image_dir_rms"] ** 2)
+    assert paired["image_dir_rms"] > 0
+    # the pair term is added on top of the mean of the two scale settings' weighted MSEs
+    assert paired["loss"] > paired["mse"] and torch.isfinite(paired["loss"])
+
+
+@pytest.mark.parametrize("extra", [[], ["--image-pair-weight", "1.0"]], ids=["plain", "image-pairs"])
+def test_train_mmg_two_steps(tmp_path, tiny_family_dir, extra):
     from editor.loading import load_family
     from editor.train import mmg
 
     fam = tmp_path / "fam"
     shutil.copytree(tiny_family_dir, fam)
     mmg.main(["--out", str(tmp_path / "run"), "--export", str(fam), "--steps", "2", "--pool", "2",
-              "--batch", "4", "--crop", "4", "--full-every", "2"])
+              "--batch", "4", "--crop", "4", "--full-every", "2", *extra])
     cfg = json.loads((fam / "student_mmg" / "config.json").read_text())
     assert cfg["time_cond_proj_dim"] == 256
     assert json.loads((fam / "student_mmg" / "training.json").read_text())["args"]["steps"] == 2

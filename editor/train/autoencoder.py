@@ -42,7 +42,7 @@ def random_crops(pool: torch.Tensor, batch: int, crop: int, g: torch.Generator) 
 @torch.no_grad()
 def set_scaling_factor(ae, pool: torch.Tensor) -> float:
     """Set ``scaling_factor`` = 1 / std of the raw latents over (part of) the pool; returns it."""
-    z = torch.cat([ae.encode(pool[i:i + 16]).latents for i in range(0, min(len(pool), 128), 16)])
+    z = torch.cat([ae.encode(pool[i:i + 16].to(ae.device)).latents for i in range(0, min(len(pool), 128), 16)])
     sf = float(1.0 / z.std())
     ae.register_to_config(scaling_factor=sf)
     return sf
@@ -67,7 +67,7 @@ def main(argv=None):
     g = torch.Generator().manual_seed(a.seed)
 
     def loss_fn(step):
-        x = random_crops(pool, a.batch, a.crop, g)
+        x = random_crops(pool, a.batch, a.crop, g).to(ae.device)  # the pool stays on the CPU
         y = ae.decode(ae.encode(x).latents).sample
         mse, l1 = F.mse_loss(y, x), F.l1_loss(y, x)
         psnr = 10 * torch.log10(4.0 / mse.detach())

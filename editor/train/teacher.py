@@ -46,8 +46,9 @@ def diffusion_loss(unet, sched, x0, cond, text, g) -> dict:
     noise = torch.randn(x0.shape, generator=g)
     xt = sched.add_noise(x0, noise, t)
     v = sched.get_velocity(x0, noise, t)
-    pred = unet(torch.cat([xt, cond], 1), t, text).sample
     snr = (sched.alphas_cumprod[t] / (1 - sched.alphas_cumprod[t]))
+    xt, v, cond, text, t, snr = (u.to(unet.device) for u in (xt, v, cond, text, t, snr))  # pool stays on the CPU
+    pred = unet(torch.cat([xt, cond], 1), t, text).sample
     w = snr.clamp(max=5.0) / (snr + 1)
     mse = (pred - v).pow(2).mean(dim=(1, 2, 3))
     return {"loss": (w * mse).mean(), "mse": mse.mean().detach()}

@@ -129,13 +129,16 @@ def make_tasks(clips: list[str], families: list[str], paraphrases: str, custom: 
     return tasks
 
 
-def autoencoder_psnr(family, clips: dict[str, np.ndarray]) -> dict:
-    """Reconstruction PSNR of the family's autoencoder on each clip's source frames."""
-    per = {}
-    for name, frames in clips.items():
-        rec = images_to_frames(family.decode(family.encode(frames_to_images(frames))))
-        per[name] = metrics.psnr(rec, frames)
-    return {"mean": metrics.mean_or_none(per.values()), "per_clip": per}
+def autoencoder_psnr(family, clips: dict[str, np.ndarray], families: list[str], seed: int) -> dict:
+    """Reconstruction PSNR of the family's autoencoder on each clip's source frames and, per edit family, on the
+    target clips: the latter bounds what any variant can reach in PSNR to target (its output is a decoded latent)."""
+    def rec_psnr(frames):
+        return metrics.psnr(images_to_frames(family.decode(family.encode(frames_to_images(frames)))), frames)
+
+    per = {name: rec_psnr(frames) for name, frames in clips.items()}
+    per_family = {f: metrics.mean_or_none(rec_psnr(edits.FAMILIES[f].apply(frames, seed)) for frames in clips.values())
+                  for f in families if f in edits.FAMILIES}
+    return {"mean": metrics.mean_or_none(per.values()), "per_clip": per, "per_family": per_family}
 
 
 def score(outputs: dict, tasks: list[Task], sources: dict, seed: int, reference: str | None) -> dict:
@@ -189,11 +192,13 @@ def print_table(report: dict, file=sys.stdout) -> None:
     for name, axes in (report.get("sweep") or {}).items():
         for axis, r in axes.items():
             print(f"\nsweep {name} s_{axis[0].upper()} {r['values']}: {r['metric']} {fmt_curve(r['mean_curve'])}, "
-                  f"spearman mean {r['spearman_mean']:.3f}, of the mean curve {r['spearman_of_mean_curve']:.3f}",
-                  file=file)
+                  f"spearman mean {r['spearman_mean']:.3f}, of the mean curve {r['spearman_of_mean_curve']:.3f}, "
+                  f"instruction accuracy {fmt_curve(r['instruction_accuracy'])}", file=file)
     ae = report["autoencoder_psnr"]
     print(f"\nautoencoder_psnr: {fmt(ae['mean'])} dB  " + ", ".join(f"{k} {v:.2f}" for k, v in ae["per_clip"].items()),
           file=file)
+    print("autoencoder_psnr on the targets (the ceiling of psnr_to_target): "
+          + ", ".join(f"{k} {v:.2f}" for k, v in ae["per_family"].items()), file=file)
 
 
 def fmt_curve(values) -> str:
@@ -265,10 +270,10 @@ def main(argv=None) -> dict | None:
                            "paraphrases": a.paraphrases, "instructions": str(a.instructions) if custom else None,
                            "model": family.name},
               "variants": score(outputs, tasks, sources, a.seed, "teacher" if "teacher" in variants else None),
-              "autoencoder_psnr": autoencoder_psnr(family, sources), "seconds": seconds}
+              "autoencoder_psnr": autoencoder_psnr(family, sources, fams, a.seed), "seconds": seconds}
     if a.sweep:
         picked = spread(tasks, a.sweep_tasks)
-        report["sweep"] = {v: run_sweep(run, picked, sources, replace(base, variant=v), a.sweep_frames)
+        report["sweep"] = {v: run_sweep(run, picked, sources, replace(base, variant=v), a.sweep_frames, a.seed)
                            for v in variants}
     report["cached_outputs"] = run.hits
     print_table(report)
@@ -298,23 +303,28 @@ def spread(items: list, n: int) -> list:
     return [items[round(i * (len(items) - 1) / max(n - 1, 1))] for i in range(n)]
 
 
-def run_sweep(run: EditRunner, tasks, sources, base: EditRequest, frames: int) -> dict:
-    """Controllability of ``base.variant``: edit strength along ``SWEEP_TEXT``, faithfulness along ``SWEEP_IMAGE``."""
+def run_sweep(run: EditRunner, tasks, sources, base: EditRequest, frames: int, seed: int) -> dict:
+    """Controllability of ``base.variant``: edit strength along ``SWEEP_TEXT``, faithfulness along ``SWEEP_IMAGE``;
+    also the instruction accuracy at every swept value (is the default slider where the model edits best?)."""
     axes = {"text": (SWEEP_TEXT, "edit_strength", metrics.edit_strength),
             "image": (SWEEP_IMAGE, "psnr_to_source", metrics.psnr)}
     out = {}
     for axis, (values, name, metric) in axes.items():
-        curves = []
+        curves, hits = [], []
         for t in tqdm(tasks, desc=f"sweep {base.variant} s_{axis[0].upper()}"):
             src = sources[t.clip][:frames]
+            targets = {k: f.apply(src, seed) for k, f in edits.FAMILIES.items()}
             reqs = [replace(base, instruction=t.instruction, guidance=replace(base.guidance, **{axis: v}))
                     for v in values]
-            curves.append([metric(run(src, r), src) for r in reqs])
+            outs = [run(src, r) for r in reqs]
+            curves.append([metric(o, src) for o in outs])
+            hits.append([metrics.instruction_hit(o, t.family, targets) for o in outs])
         mean_curve = np.mean(curves, axis=0).tolist()
         per_task = [metrics.spearman(values, c) for c in curves]
         out[axis] = {"values": list(values), "metric": name, "mean_curve": mean_curve,
                      "spearman_mean": float(np.mean(per_task)), "spearman_per_task": per_task,
                      "spearman_of_mean_curve": metrics.spearman(values, mean_curve),
+                     "instruction_accuracy": np.mean(hits, axis=0).tolist(),
                      "tasks": [{"clip": t.clip, "edit": t.family, "instruction": t.instruction} for t in tasks]}
     return out
 

@@ -37,6 +37,13 @@ def test_evaluate_with_clockwork_and_sweep(tmp_path, clips_dir, tiny_family_dir)
     for axes in report["sweep"].values():
         assert axes["text"]["values"] == list(evaluate.SWEEP_TEXT) and len(axes["image"]["mean_curve"]) == 5
         assert -1.0 <= axes["text"]["spearman_mean"] <= 1.0 and len(axes["image"]["spearman_per_task"]) == 1
+        assert all(a in (0.0, 1.0) for a in axes["text"]["instruction_accuracy"])  # one task: hit or miss
+    # the swept task's point at the default s_T (2.5 is not swept) / s_I (1.5) is the main run's edit: same hit
+    swept = report["sweep"]["teacher"]["text"]["tasks"][0]
+    row = next(r for r in teacher["rows"] if (r["clip"], r["edit"]) == (swept["clip"], swept["edit"]))
+    assert report["sweep"]["teacher"]["image"]["instruction_accuracy"][1] == float(row["hit"])
+    ae = report["autoencoder_psnr"]
+    assert set(ae["per_family"]) == {"sepia", "invert"} and all(v > 0 for v in ae["per_family"].values())
 
 
 def test_spread_and_full_step_variant():

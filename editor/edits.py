@@ -228,6 +228,11 @@ def get_family(edit_id: str) -> EditFamily:
         raise KeyError(f"unknown edit family {edit_id!r}; known: {', '.join(FAMILIES)}") from None
 
 
+def all_targets(frames: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]:
+    """Every family's target for ``frames`` (family id -> ``T H W 3`` uint8), as the metrics compare against."""
+    return {k: f.apply(frames, seed) for k, f in FAMILIES.items()}
+
+
 def family_of(instruction: str) -> str | None:
     """The family whose paraphrase is exactly ``instruction`` (case- and space-insensitive), else ``None``."""
     key = " ".join(instruction.lower().split()).rstrip(".!")

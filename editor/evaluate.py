@@ -129,23 +129,20 @@ def make_tasks(clips: list[str], families: list[str], paraphrases: str, custom: 
     return tasks
 
 
-def autoencoder_psnr(family, clips: dict[str, np.ndarray], families: list[str], seed: int) -> dict:
+def autoencoder_psnr(family, clips: dict[str, np.ndarray], targets: dict, families: list[str]) -> dict:
     """Reconstruction PSNR of the family's autoencoder on each clip's source frames and, per edit family, on the
-    target clips: the latter bounds what any variant can reach in PSNR to target (its output is a decoded latent)."""
+    target clips (``targets[clip][family]``): the latter bounds what any variant can reach in PSNR to target (its
+    output is a decoded latent)."""
     def rec_psnr(frames):
         return metrics.psnr(images_to_frames(family.decode(family.encode(frames_to_images(frames)))), frames)
 
     per = {name: rec_psnr(frames) for name, frames in clips.items()}
-    per_family = {f: metrics.mean_or_none(rec_psnr(edits.FAMILIES[f].apply(frames, seed)) for frames in clips.values())
-                  for f in families if f in edits.FAMILIES}
+    per_family = {f: metrics.mean_or_none(rec_psnr(targets[clip][f]) for clip in clips) for f in families}
     return {"mean": metrics.mean_or_none(per.values()), "per_clip": per, "per_family": per_family}
 
 
-def score(outputs: dict, tasks: list[Task], sources: dict, seed: int, reference: str | None) -> dict:
-    """Metrics per variant from ``outputs[(variant, task)]``."""
-    targets = {}
-    for clip, frames in sources.items():
-        targets[clip] = {k: f.apply(frames, seed) for k, f in edits.FAMILIES.items()}
+def score(outputs: dict, tasks: list[Task], targets: dict, reference: str | None) -> dict:
+    """Metrics per variant from ``outputs[(variant, task)]`` against ``targets[clip][family]``."""
     report = {}
     for variant in {v for v, _ in outputs}:
         rows = []
@@ -264,13 +261,14 @@ def main(argv=None) -> dict | None:
     base = EditRequest("(each task's instruction)", guidance, steps=steps, seed=a.seed, clock=a.clock)
     run = EditRunner(editor, a.cache)
     outputs, seconds = run_tasks(run, tasks, sources, variants, base)
+    targets = {clip: edits.all_targets(frames, a.seed) for clip, frames in sources.items()}
     report = {"settings": {"clips": str(a.clips), "size": a.size, "frames": a.frames, "steps": steps,
                            "guidance": {"text": guidance.text, "image": guidance.image}, "seed": a.seed,
                            "clock": a.clock,
                            "paraphrases": a.paraphrases, "instructions": str(a.instructions) if custom else None,
                            "model": family.name},
-              "variants": score(outputs, tasks, sources, a.seed, "teacher" if "teacher" in variants else None),
-              "autoencoder_psnr": autoencoder_psnr(family, sources, fams, a.seed), "seconds": seconds}
+              "variants": score(outputs, tasks, targets, "teacher" if "teacher" in variants else None),
+              "autoencoder_psnr": autoencoder_psnr(family, sources, targets, fams), "seconds": seconds}
     if a.sweep:
         picked = spread(tasks, a.sweep_tasks)
         report["sweep"] = {v: run_sweep(run, picked, sources, replace(base, variant=v), a.sweep_frames, a.seed)
@@ -308,17 +306,17 @@ def run_sweep(run: EditRunner, tasks, sources, base: EditRequest, frames: int, s
     also the instruction accuracy at every swept value (is the default slider where the model edits best?)."""
     axes = {"text": (SWEEP_TEXT, "edit_strength", metrics.edit_strength),
             "image": (SWEEP_IMAGE, "psnr_to_source", metrics.psnr)}
+    targets = {clip: edits.all_targets(sources[clip][:frames], seed) for clip in {t.clip for t in tasks}}
     out = {}
     for axis, (values, name, metric) in axes.items():
         curves, hits = [], []
         for t in tqdm(tasks, desc=f"sweep {base.variant} s_{axis[0].upper()}"):
             src = sources[t.clip][:frames]
-            targets = {k: f.apply(src, seed) for k, f in edits.FAMILIES.items()}
             reqs = [replace(base, instruction=t.instruction, guidance=replace(base.guidance, **{axis: v}))
                     for v in values]
             outs = [run(src, r) for r in reqs]
             curves.append([metric(o, src) for o in outs])
-            hits.append([metrics.instruction_hit(o, t.family, targets) for o in outs])
+            hits.append([metrics.instruction_hit(o, t.family, targets[t.clip]) for o in outs])
         mean_curve = np.mean(curves, axis=0).tolist()
         per_task = [metrics.spearman(values, c) for c in curves]
         out[axis] = {"values": list(values), "metric": name, "mean_curve": mean_curve,

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from editor.guidance import Conditioning, Guidance, ThreePassGuidance, unet_kwargs
-from editor.mmg import MMGDenoiser, guidance_embedding, mmg_target, mmg_targets, student_from_teacher
+from editor.mmg import MMGDenoiser, guidance_embedding, mmg_target, mmg_targets, rebase_student, \
+    student_from_teacher
 from editor.sampling import make_scheduler, sample
 
 SCALES = [(1.0, 1.0), (7.5, 1.5), (14.0, 3.0), (2.0, 2.7)]
@@ -200,3 +201,46 @@ def test_inverse_square_weighting_balances_the_scales(tiny_family):
                                 torch.Generator().manual_seed(0), "inverse-square")
     torch.testing.assert_close(terms[2.0]["loss"], terms[2.0]["mse"])
     torch.testing.assert_close(terms[4.0]["loss"], terms[4.0]["mse"] / 4)
+
+
+def _perturbed(unet, seed):
+    """A copy of ``unet`` with every weight moved by small noise (a "further trained" model)."""
+    import copy
+
+    out, g = copy.deepcopy(unet), torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in out.parameters():
+            p.add_(0.01 * torch.randn(p.shape, generator=g))
+    return out
+
+
+def test_rebase_student_adds_the_distillation_delta_to_the_new_teacher(tiny_family):
+    old_teacher = tiny_family.unet
+    student = _perturbed(student_from_teacher(old_teacher), 1)  # "distilled": differs from its teacher everywhere
+    new_teacher = _perturbed(old_teacher, 2)
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    rebase_student(student, old_teacher, old_teacher)  # same teacher: nothing moves
+    for k, v in student.state_dict().items():
+        torch.testing.assert_close(v, before[k])
+    rebase_student(student, old_teacher, new_teacher)
+    old, new, after = old_teacher.state_dict(), new_teacher.state_dict(), student.state_dict()
+    for k in new:
+        torch.testing.assert_close(after[k] - new[k], before[k] - old[k], rtol=0, atol=1e-6)
+    torch.testing.assert_close(after["time_embedding.cond_proj.weight"], before["time_embedding.cond_proj.weight"])
+    # a zero-initialised student rebased onto the new teacher is the new teacher's fresh student
+    fresh = rebase_student(student_from_teacher(old_teacher), old_teacher, new_teacher)
+    for k, v in student_from_teacher(new_teacher).state_dict().items():
+        torch.testing.assert_close(fresh.state_dict()[k], v, rtol=0, atol=1e-6)
+
+
+def test_rebase_student_rejects_a_different_architecture(tiny_family, student):
+    with pytest.raises(ValueError, match="architectures"):
+        rebase_student(student_from_teacher(tiny_family.unet), tiny_family.unet, student)
+
+
+def test_train_mmg_rebase_needs_init_from(tmp_path, tiny_family_dir):
+    from editor.train import mmg
+
+    with pytest.raises(SystemExit):
+        mmg.main(["--out", str(tmp_path / "run"), "--export", str(tiny_family_dir), "--steps", "1",
+                  "--rebase-from", str(tiny_family_dir / "unet")])

@@ -28,7 +28,7 @@ import torch
 from diffusers import AutoencoderTiny, UNet2DConditionModel
 
 from editor.mmg import EMBED_DIM, TRAIN_IMAGE_RANGE, TRAIN_TEXT_RANGE, guidance_embedding, mmg_targets, \
-    student_from_teacher
+    rebase_student, student_from_teacher
 from editor.text_encoder import MiniLMEncoder
 from editor.train.common import add_args, loop_config, pool_cache, run_loop, uniform
 from editor.train.data import build_pool
@@ -81,6 +81,9 @@ def main(argv=None):
     p.add_argument("--embed-dim", type=int, default=EMBED_DIM)
     p.add_argument("--init-from", type=Path, default=None,
                    help="continue from these student weights (e.g. the shipped student_mmg/) with a fresh optimiser")
+    p.add_argument("--rebase-from", type=Path, default=None,
+                   help="the teacher UNet that --init-from was distilled from: start from init + (teacher - this), "
+                        "editor.mmg.rebase_student, when the teacher has been trained further since")
     p.add_argument("--text-range", type=float, nargs=2, default=TRAIN_TEXT_RANGE, metavar=("LO", "HI"),
                    help="s_T ~ U[LO, HI] (default 2 14, MoViE's)")
     p.add_argument("--weighting", choices=("none", "inverse-square"), default="none",
@@ -88,6 +91,8 @@ def main(argv=None):
     p.add_argument("--image-pair-weight", type=float, default=0.0,
                    help="weight of the s_I pair term (see mmg_loss); > 0 draws s_I ~ U[1, 2] and pairs it with s_I + 1")
     a = p.parse_args(argv)
+    if a.rebase_from and not a.init_from:
+        p.error("--rebase-from needs --init-from (the student to move onto the new teacher)")
     torch.manual_seed(a.seed)
     export = Path(a.export)
     teacher = UNet2DConditionModel.from_pretrained(export / "unet").eval().requires_grad_(False)
@@ -96,6 +101,8 @@ def main(argv=None):
     bank, empty = instruction_bank(MiniLMEncoder())
     student = UNet2DConditionModel.from_pretrained(a.init_from).train() if a.init_from \
         else student_from_teacher(teacher, a.embed_dim).train()
+    if a.rebase_from:
+        rebase_student(student, UNet2DConditionModel.from_pretrained(a.rebase_from), teacher)
     sched = noise_scheduler()  # only add_noise is used: the betas, not the prediction type, matter here
     g = torch.Generator().manual_seed(a.seed)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import shutil
 
+import torch
+
 from diffusers import AutoencoderTiny, UNet2DConditionModel
 
 from editor.loading import FAMILY_INDEX
@@ -23,6 +25,18 @@ def test_autoencoder_two_steps_then_resume(tmp_path):
     autoencoder.main(args + ["--steps", "3"])  # resumes at step 2, runs one more
     steps = [r["step"] for r in _log(tmp_path / "run") if "loss" in r]
     assert steps[-1] == 2 and all(r["loss"] == r["loss"] for r in _log(tmp_path / "run") if "loss" in r)
+
+
+def test_autoencoder_decoder_only_keeps_the_latent_space(tmp_path, tiny_family_dir):
+    src = tiny_family_dir / "autoencoder"
+    autoencoder.main(["--out", str(tmp_path / "run"), "--export", str(tmp_path / "ae"), "--pool", "2", "--batch", "2",
+                      "--crop", "64", "--steps", "2", "--lr", "1e-2", "--decoder-only", str(src)])
+    before, after = AutoencoderTiny.from_pretrained(src), AutoencoderTiny.from_pretrained(tmp_path / "ae")
+    assert after.config.scaling_factor == before.config.scaling_factor
+    enc_b, enc_a = before.encoder.state_dict(), after.encoder.state_dict()
+    assert all(torch.equal(enc_b[k], enc_a[k]) for k in enc_b)
+    dec_b, dec_a = before.decoder.state_dict(), after.decoder.state_dict()
+    assert any(not torch.equal(dec_b[k], dec_a[k]) for k in dec_b)
 
 
 def test_teacher_two_steps(tmp_path, tiny_family_dir):

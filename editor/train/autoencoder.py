@@ -5,6 +5,9 @@ edit family so the decoder can also draw edited frames. Loss: MSE + 0.5 L1 on ``
 config's ``scaling_factor`` is set to 1/std of the latents, so the diffusion models see unit-variance latents.
 
     python -m editor.train.autoencoder --out runs/autoencoder --export data/models/embedded/autoencoder
+
+``--decoder-only FROM`` trains only the decoder of the autoencoder in ``FROM``, its encoder frozen: the latent space,
+and with it every diffusion model trained on it, stays valid, while the reconstruction improves.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from diffusers import AutoencoderTiny
 
 from editor import edits, scenes
 from editor.family import AutoencoderConfig
@@ -60,28 +64,36 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-minutes", type=float, default=None)
     p.add_argument("--stop-at", type=int, default=None, help="stop after this step (the LR schedule still spans --steps)")
+    p.add_argument("--decoder-only", type=Path, default=None, metavar="FROM",
+                   help="fine-tune only the decoder of this autoencoder folder; encoder and scaling_factor are kept")
     a = p.parse_args(argv)
     torch.manual_seed(a.seed)
     pool = frame_pool(a.pool, a.seed)
-    ae = AutoencoderConfig().build()
+    ae = AutoencoderTiny.from_pretrained(a.decoder_only) if a.decoder_only else AutoencoderConfig().build()
+    if a.decoder_only:
+        ae.encoder.requires_grad_(False)
     g = torch.Generator().manual_seed(a.seed)
 
     def loss_fn(step):
         x = random_crops(pool, a.batch, a.crop, g).to(ae.device)  # the pool stays on the CPU
-        y = ae.decode(ae.encode(x).latents).sample
+        with torch.set_grad_enabled(a.decoder_only is None):
+            z = ae.encode(x).latents
+        y = ae.decode(z).sample
         mse, l1 = F.mse_loss(y, x), F.l1_loss(y, x)
         psnr = 10 * torch.log10(4.0 / mse.detach())
         return {"loss": mse + 0.5 * l1, "mse": mse.detach(), "psnr": psnr}
 
     def save_fn(model, out: Path):
         model.eval()
-        set_scaling_factor(model, pool)
+        if a.decoder_only is None:  # a frozen encoder keeps its latent statistics
+            set_scaling_factor(model, pool)
         model.save_pretrained(a.export)
         model.train()
 
     cfg = LoopConfig(out=a.out, steps=a.steps, lr=a.lr, seed=a.seed, save_every=100, log_every=10,
                      max_minutes=a.max_minutes, stop_at=a.stop_at)
-    run_loop(cfg, ae, ae.parameters(), loss_fn, save_fn)
+    params = ae.decoder.parameters() if a.decoder_only else ae.parameters()
+    run_loop(cfg, ae, [q for q in params if q.requires_grad], loss_fn, save_fn)
 
 
 if __name__ == "__main__":

@@ -150,8 +150,9 @@ def score(outputs: dict, tasks: list[Task], targets: dict, reference: str | None
             out, tgt = outputs[(variant, t)], targets[t.clip][t.family]
             ref = outputs.get((reference, t)) if reference and variant != reference else None
             full = outputs.get((full_step_variant(variant), t))
+            nearest = metrics.nearest_family(out, targets[t.clip])
             rows.append({"clip": t.clip, "edit": t.family, "instruction": t.instruction, "split": t.split,
-                         "hit": metrics.instruction_hit(out, t.family, targets[t.clip]),
+                         "hit": nearest == t.family, "nearest": nearest,
                          "psnr_to_target": metrics.psnr(out, tgt),
                          "psnr_to_reference": metrics.psnr(out, ref) if ref is not None else None,
                          "psnr_to_full": metrics.psnr(out, full) if full is not None else None,

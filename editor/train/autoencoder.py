@@ -69,14 +69,14 @@ def main(argv=None):
     a = p.parse_args(argv)
     torch.manual_seed(a.seed)
     pool = frame_pool(a.pool, a.seed)
-    ae = AutoencoderTiny.from_pretrained(a.decoder_only) if a.decoder_only else AutoencoderConfig().build()
-    if a.decoder_only:
-        ae.encoder.requires_grad_(False)
+    train_encoder = a.decoder_only is None
+    ae = AutoencoderConfig().build() if train_encoder else AutoencoderTiny.from_pretrained(a.decoder_only)
+    ae.encoder.requires_grad_(train_encoder)
     g = torch.Generator().manual_seed(a.seed)
 
     def loss_fn(step):
         x = random_crops(pool, a.batch, a.crop, g).to(ae.device)  # the pool stays on the CPU
-        with torch.set_grad_enabled(a.decoder_only is None):
+        with torch.set_grad_enabled(train_encoder):
             z = ae.encode(x).latents
         y = ae.decode(z).sample
         mse, l1 = F.mse_loss(y, x), F.l1_loss(y, x)
@@ -85,15 +85,14 @@ def main(argv=None):
 
     def save_fn(model, out: Path):
         model.eval()
-        if a.decoder_only is None:  # a frozen encoder keeps its latent statistics
+        if train_encoder:  # a frozen encoder keeps its latent statistics
             set_scaling_factor(model, pool)
         model.save_pretrained(a.export)
         model.train()
 
     cfg = LoopConfig(out=a.out, steps=a.steps, lr=a.lr, seed=a.seed, save_every=100, log_every=10,
                      max_minutes=a.max_minutes, stop_at=a.stop_at)
-    params = ae.decoder.parameters() if a.decoder_only else ae.parameters()
-    run_loop(cfg, ae, [q for q in params if q.requires_grad], loss_fn, save_fn)
+    run_loop(cfg, ae, ae.parameters() if train_encoder else ae.decoder.parameters(), loss_fn, save_fn)
 
 
 if __name__ == "__main__":

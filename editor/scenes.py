@@ -127,9 +127,21 @@ def camera_clip(image: np.ndarray, path: CameraPath, n_frames: int, out: tuple[i
     return np.stack([crop_frame(image, *((1 - t) * a + t * b), out) for t in ts])
 
 
-def training_frames(n: int, seed: int = 0, size: int = 256, procedural_share: float = 0.25) -> np.ndarray:
-    """``n`` random training frames ``uint8 n size size 3``: random crops of training photos and procedural scenes."""
-    rng = np.random.default_rng(seed)
+def darken(frame: np.ndarray, gain: float) -> np.ndarray:
+    """``frame`` under-exposed by ``gain`` (< 1) in linear light: sRGB decoded with gamma 2.2, scaled, re-encoded."""
+    lin = (frame.astype(np.float32) / 255.0) ** 2.2 * gain
+    return np.clip(255.0 * lin ** (1 / 2.2) + 0.5, 0, 255).astype(np.uint8)
+
+
+def training_frames(n: int, seed: int = 0, size: int = 256, procedural_share: float = 0.25,
+                    dark_share: float = 0.0, dark_gain: tuple[float, float] = (0.002, 0.3)) -> np.ndarray:
+    """``n`` random training frames ``uint8 n size size 3``: random crops of training photos and procedural scenes.
+
+    ``dark_share`` of them are under-exposed by a log-uniform linear-light gain in ``dark_gain`` (night shots, dark
+    footage; 0.002 takes a mid-grey 128 to about 8). Those draws come from their own generator, so the frames a seed
+    gives with ``dark_share=0`` are unchanged.
+    """
+    rng, dark_rng = np.random.default_rng(seed), np.random.default_rng(seed + 1)
     photos = real_photos("train")
     frames = []
     for _ in range(n):
@@ -140,7 +152,9 @@ def training_frames(n: int, seed: int = 0, size: int = 256, procedural_share: fl
         if rng.uniform() < 0.5:
             img = img[:, ::-1]
         cy, cx = rng.uniform(0.3, 0.7, 2)
-        frames.append(crop_frame(np.ascontiguousarray(img), cy, cx, rng.uniform(0.4, 1.0), (size, size)))
+        frame = crop_frame(np.ascontiguousarray(img), cy, cx, rng.uniform(0.4, 1.0), (size, size))
+        dark, log_gain = dark_rng.uniform(), dark_rng.uniform(*np.log(dark_gain))
+        frames.append(darken(frame, float(np.exp(log_gain))) if dark < dark_share else frame)
     return np.stack(frames)
 
 

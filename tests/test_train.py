@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
+import pytest
 import torch
 
 from diffusers import AutoencoderTiny, UNet2DConditionModel
@@ -59,3 +61,30 @@ def test_teacher_warm_start_from_shipped_weights(tmp_path, tiny_family_dir):
     teacher.main(["--out", str(tmp_path / "b"), "--steps", "1", "--lr", "1e-9", "--init-from", str(fam / "unet")] + common)
     after = UNet2DConditionModel.from_pretrained(fam / "unet").conv_in.weight
     assert (after - before).abs().max() < 1e-5  # a tiny step from the saved weights, not a fresh init
+
+
+def test_dark_share_darkens_only_its_share_and_keeps_the_rest(monkeypatch):
+    from editor import scenes
+
+    monkeypatch.setattr(scenes, "real_photos", lambda split: [np.full((96, 128, 3), 150, np.uint8)])
+    plain = scenes.training_frames(12, seed=3, size=32)
+    dark = scenes.training_frames(12, seed=3, size=32, dark_share=0.5)
+    darkened = [not np.array_equal(p, d) for p, d in zip(plain, dark)]
+    assert 0 < sum(darkened) < 12  # some frames, not all
+    assert all(d.mean() < p.mean() for p, d, k in zip(plain, dark, darkened) if k)
+    assert all(np.array_equal(p, d) for p, d, k in zip(plain, dark, darkened) if not k)  # same crops otherwise
+    grey = np.full((1, 1, 3), 128, np.uint8)
+    assert scenes.darken(grey, 1.0)[0, 0, 0] == 128 and scenes.darken(grey, 0.002)[0, 0, 0] < 12
+
+
+def test_pool_cache_refuses_another_dark_share(tmp_path, tiny_family_dir, monkeypatch):
+    from editor import scenes
+    from editor.train.data import build_pool
+
+    monkeypatch.setattr(scenes, "real_photos", lambda split: [np.full((96, 128, 3), 150, np.uint8)])
+    ae = AutoencoderTiny.from_pretrained(tiny_family_dir / "autoencoder")
+    cache = tmp_path / "pool.pt"
+    pool = build_pool(ae, 2, 0, cache=cache, dark_share=0.5)
+    assert torch.equal(build_pool(ae, 2, 0, cache=cache, dark_share=0.5).sources, pool.sources)
+    with pytest.raises(ValueError, match="dark_share=0.5"):
+        build_pool(ae, 2, 0, cache=cache)

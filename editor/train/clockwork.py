@@ -93,7 +93,7 @@ def main(argv=None):
     folder, wrap = SERVED[a.serve]
     unet = UNet2DConditionModel.from_pretrained(export / folder).eval().requires_grad_(False)
     ae = AutoencoderTiny.from_pretrained(export / "autoencoder").eval()
-    pool = build_pool(ae, a.pool, a.seed + 100, cache=pool_cache(a))
+    pool = build_pool(ae, a.pool, a.seed + 100, cache=pool_cache(a), dark_share=a.dark_share)
     bank, empty = instruction_bank(MiniLMEncoder())
     scheduler = make_scheduler(noise_scheduler().config)
     adaptor = ResNetAdaptor.for_unet(unet, width=a.width).train()

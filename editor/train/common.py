@@ -49,6 +49,8 @@ def add_args(p: argparse.ArgumentParser, *, out: str, export_help: str, steps: i
     p.add_argument("--pool", type=int, default=pool, help="training frames in the latent pool")
     p.add_argument("--pool-cache", type=Path, default=None,
                    help="latent pool cache file (default OUT/pool.pt; e.g. reuse runs/teacher/pool.pt)")
+    p.add_argument("--dark-share", type=float, default=0.0,
+                   help="share of pool frames under-exposed (scenes.training_frames), so edits also work on dark footage")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-minutes", type=float, default=None)
     p.add_argument("--stop-at", type=int, default=None, help="stop after this step (the LR schedule still spans --steps)")

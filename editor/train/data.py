@@ -52,12 +52,16 @@ def encode_frames(ae, frames: np.ndarray, batch: int = 32) -> torch.Tensor:
     return torch.cat([ae.encode(frames_to_images(frames[i:i + batch])).latents * sf for i in range(0, len(frames), batch)])
 
 
-def build_pool(ae, n: int, seed: int, cache: Path | None = None) -> LatentPool:
-    """The pool for ``n`` training frames; loaded from ``cache`` when it exists, written there otherwise."""
+def build_pool(ae, n: int, seed: int, cache: Path | None = None, dark_share: float = 0.0) -> LatentPool:
+    """The pool for ``n`` training frames (``dark_share`` of them under-exposed, ``scenes.training_frames``); loaded
+    from ``cache`` when it exists, written there otherwise. A cache built with another ``dark_share`` is refused."""
     if cache is not None and cache.exists():
         d = torch.load(cache)
+        if float(d.get("dark_share", 0.0)) != dark_share:
+            raise ValueError(f"{cache} was built with dark_share={d.get('dark_share', 0.0)}, not {dark_share}; "
+                             "pass the matching --dark-share or another --pool-cache")
         return LatentPool(d["sources"], d["targets"], tuple(d["families"]))
-    frames = scenes.training_frames(n, seed=seed)
+    frames = scenes.training_frames(n, seed=seed, dark_share=dark_share)
     fams = tuple(edits.FAMILIES)
     rng = np.random.default_rng(seed + 7)
     sources = encode_frames(ae, frames)
@@ -69,5 +73,6 @@ def build_pool(ae, n: int, seed: int, cache: Path | None = None) -> LatentPool:
     pool = LatentPool(sources, torch.stack(targets), fams)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"sources": pool.sources, "targets": pool.targets, "families": list(fams)}, cache)
+        torch.save({"sources": pool.sources, "targets": pool.targets, "families": list(fams),
+                    "dark_share": dark_share}, cache)
     return pool

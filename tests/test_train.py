@@ -63,10 +63,17 @@ def test_teacher_warm_start_from_shipped_weights(tmp_path, tiny_family_dir):
     assert (after - before).abs().max() < 1e-5  # a tiny step from the saved weights, not a fresh init
 
 
-def test_dark_share_darkens_only_its_share_and_keeps_the_rest(monkeypatch):
+@pytest.fixture
+def grey_photos(monkeypatch):
+    """Training frames from one flat grey photo (and procedural scenes), so the pools build in a blink."""
     from editor import scenes
 
     monkeypatch.setattr(scenes, "real_photos", lambda split: [np.full((96, 128, 3), 150, np.uint8)])
+
+
+def test_dark_share_darkens_only_its_share_and_keeps_the_rest(grey_photos):
+    from editor import scenes
+
     plain = scenes.training_frames(12, seed=3, size=32)
     dark = scenes.training_frames(12, seed=3, size=32, dark_share=0.5)
     darkened = [not np.array_equal(p, d) for p, d in zip(plain, dark)]
@@ -77,11 +84,9 @@ def test_dark_share_darkens_only_its_share_and_keeps_the_rest(monkeypatch):
     assert scenes.darken(grey, 1.0)[0, 0, 0] == 128 and scenes.darken(grey, 0.002)[0, 0, 0] < 12
 
 
-def test_pool_cache_refuses_another_dark_share(tmp_path, tiny_family_dir, monkeypatch):
-    from editor import scenes
+def test_pool_cache_refuses_another_dark_share(tmp_path, tiny_family_dir, grey_photos):
     from editor.train.data import build_pool
 
-    monkeypatch.setattr(scenes, "real_photos", lambda split: [np.full((96, 128, 3), 150, np.uint8)])
     ae = AutoencoderTiny.from_pretrained(tiny_family_dir / "autoencoder")
     cache = tmp_path / "pool.pt"
     pool = build_pool(ae, 2, 0, cache=cache, dark_share=0.5)

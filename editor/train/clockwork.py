@@ -35,8 +35,8 @@ from editor.loading import adaptor_dir
 from editor.mmg import TRAIN_IMAGE_RANGE, TRAIN_TEXT_RANGE, MMGDenoiser
 from editor.sampling import make_scheduler, sample
 from editor.text_encoder import MiniLMEncoder
-from editor.train.common import add_args, loop_config, pool_cache, run_loop, uniform
-from editor.train.data import build_pool
+from editor.train.common import add_args, loop_config, run_loop, uniform
+from editor.train.data import pool_from_args
 from editor.train.teacher import instruction_bank, noise_scheduler
 from editor.variants import STUDENT_MMG
 
@@ -93,7 +93,7 @@ def main(argv=None):
     folder, wrap = SERVED[a.serve]
     unet = UNet2DConditionModel.from_pretrained(export / folder).eval().requires_grad_(False)
     ae = AutoencoderTiny.from_pretrained(export / "autoencoder").eval()
-    pool = build_pool(ae, a.pool, a.seed + 100, cache=pool_cache(a), dark_share=a.dark_share)
+    pool = pool_from_args(ae, a)
     bank, empty = instruction_bank(MiniLMEncoder())
     scheduler = make_scheduler(noise_scheduler().config)
     adaptor = ResNetAdaptor.for_unet(unet, width=a.width).train()

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from editor import edits, scenes
 from editor.layout import frames_to_images
+from editor.train.common import pool_cache
 
 
 @dataclass
@@ -57,8 +58,9 @@ def build_pool(ae, n: int, seed: int, cache: Path | None = None, dark_share: flo
     from ``cache`` when it exists, written there otherwise. A cache built with another ``dark_share`` is refused."""
     if cache is not None and cache.exists():
         d = torch.load(cache)
-        if float(d.get("dark_share", 0.0)) != dark_share:
-            raise ValueError(f"{cache} was built with dark_share={d.get('dark_share', 0.0)}, not {dark_share}; "
+        built = float(d.get("dark_share", 0.0))  # caches from before the option hold no dark frames
+        if built != dark_share:
+            raise ValueError(f"{cache} was built with dark_share={built}, not {dark_share}; "
                              "pass the matching --dark-share or another --pool-cache")
         return LatentPool(d["sources"], d["targets"], tuple(d["families"]))
     frames = scenes.training_frames(n, seed=seed, dark_share=dark_share)
@@ -76,3 +78,9 @@ def build_pool(ae, n: int, seed: int, cache: Path | None = None, dark_share: flo
         torch.save({"sources": pool.sources, "targets": pool.targets, "families": list(fams),
                     "dark_share": dark_share}, cache)
     return pool
+
+
+def pool_from_args(ae, a) -> LatentPool:
+    """The pool a training stage's shared options (``common.add_args``) name; every stage uses seed ``--seed + 100``,
+    so the teacher, the student and the adaptor can share one cache."""
+    return build_pool(ae, a.pool, a.seed + 100, cache=pool_cache(a), dark_share=a.dark_share)

@@ -30,8 +30,8 @@ from diffusers import AutoencoderTiny, UNet2DConditionModel
 from editor.mmg import EMBED_DIM, TRAIN_IMAGE_RANGE, TRAIN_TEXT_RANGE, guidance_embedding, mmg_targets, \
     rebase_student, student_from_teacher
 from editor.text_encoder import MiniLMEncoder
-from editor.train.common import add_args, loop_config, pool_cache, run_loop, uniform
-from editor.train.data import build_pool
+from editor.train.common import add_args, loop_config, run_loop, uniform
+from editor.train.data import pool_from_args
 from editor.train.teacher import instruction_bank, noise_scheduler
 
 STUDENT_DIR = "student_mmg"
@@ -97,7 +97,7 @@ def main(argv=None):
     export = Path(a.export)
     teacher = UNet2DConditionModel.from_pretrained(export / "unet").eval().requires_grad_(False)
     ae = AutoencoderTiny.from_pretrained(export / "autoencoder").eval()
-    pool = build_pool(ae, a.pool, a.seed + 100, cache=pool_cache(a), dark_share=a.dark_share)
+    pool = pool_from_args(ae, a)
     bank, empty = instruction_bank(MiniLMEncoder())
     student = UNet2DConditionModel.from_pretrained(a.init_from).train() if a.init_from \
         else student_from_teacher(teacher, a.embed_dim).train()

@@ -21,8 +21,8 @@ from editor import edits
 from editor.family import TeacherConfig, config_dict
 from editor.loading import FAMILY_INDEX, write_family_index
 from editor.text_encoder import MiniLMEncoder
-from editor.train.common import add_args, loop_config, pool_cache, run_loop
-from editor.train.data import build_pool
+from editor.train.common import add_args, loop_config, run_loop
+from editor.train.data import pool_from_args
 
 
 def noise_scheduler(prediction_type: str = "v_prediction") -> DDPMScheduler:
@@ -75,7 +75,7 @@ def main(argv=None):
     torch.manual_seed(a.seed)
     export = Path(a.export)
     ae = AutoencoderTiny.from_pretrained(export / "autoencoder").eval()
-    pool = build_pool(ae, a.pool, a.seed + 100, cache=pool_cache(a), dark_share=a.dark_share)
+    pool = pool_from_args(ae, a)
     bank, empty = instruction_bank(MiniLMEncoder())
     cfg = TeacherConfig(latent_channels=pool.sources.shape[1], sample_size=pool.sources.shape[-1])
     unet = UNet2DConditionModel.from_pretrained(a.init_from) if a.init_from else cfg.build()

@@ -61,11 +61,6 @@ def uniform(lo: float, hi: float, n: int, g: torch.Generator) -> torch.Tensor:
     return lo + (hi - lo) * torch.rand(n, generator=g)
 
 
-def pool_cache(a: argparse.Namespace) -> Path:
-    """Where the stage's latent pool is cached: ``--pool-cache`` or ``OUT/pool.pt``."""
-    return a.pool_cache or Path(a.out) / "pool.pt"
-
-
 def loop_config(a: argparse.Namespace, **kw) -> "LoopConfig":
     """A LoopConfig from the shared options."""
     return LoopConfig(out=a.out, steps=a.steps, lr=a.lr, seed=a.seed, max_minutes=a.max_minutes, stop_at=a.stop_at,

@@ -14,7 +14,6 @@ from tqdm.auto import tqdm
 
 from editor import edits, scenes
 from editor.layout import frames_to_images
-from editor.train.common import pool_cache
 
 
 @dataclass
@@ -81,6 +80,8 @@ def build_pool(ae, n: int, seed: int, cache: Path | None = None, dark_share: flo
 
 
 def pool_from_args(ae, a) -> LatentPool:
-    """The pool a training stage's shared options (``common.add_args``) name; every stage uses seed ``--seed + 100``,
-    so the teacher, the student and the adaptor can share one cache."""
-    return build_pool(ae, a.pool, a.seed + 100, cache=pool_cache(a), dark_share=a.dark_share)
+    """The pool a training stage's shared options (``common.add_args``) name, cached at ``--pool-cache`` or
+    ``OUT/pool.pt``; every stage uses seed ``--seed + 100``, so the teacher, the student and the adaptor can share one
+    cache."""
+    cache = a.pool_cache or Path(a.out) / "pool.pt"
+    return build_pool(ae, a.pool, a.seed + 100, cache=cache, dark_share=a.dark_share)

@@ -138,7 +138,9 @@ def autoencoder_psnr(family, clips: dict[str, np.ndarray], targets: dict, famili
 
     per = {name: rec_psnr(frames) for name, frames in clips.items()}
     per_family = {f: metrics.mean_or_none(rec_psnr(targets[clip][f]) for clip in clips) for f in families}
-    return {"mean": metrics.mean_or_none(per.values()), "per_clip": per, "per_family": per_family}
+    bicubic = {name: metrics.downsample_psnr(frames, 4) for name, frames in clips.items()}
+    return {"mean": metrics.mean_or_none(per.values()), "per_clip": per, "per_family": per_family,
+            "bicubic_x4_per_clip": bicubic}
 
 
 def score(outputs: dict, tasks: list[Task], targets: dict, reference: str | None) -> dict:
@@ -195,6 +197,8 @@ def print_table(report: dict, file=sys.stdout) -> None:
     ae = report["autoencoder_psnr"]
     print(f"\nautoencoder_psnr: {fmt(ae['mean'])} dB  " + ", ".join(f"{k} {v:.2f}" for k, v in ae["per_clip"].items()),
           file=file)
+    print("bicubic 4x down-up of the same frames (how much fine detail each clip holds): "
+          + ", ".join(f"{k} {v:.2f}" for k, v in ae["bicubic_x4_per_clip"].items()), file=file)
     print("autoencoder_psnr on the targets (the ceiling of psnr_to_target): "
           + ", ".join(f"{k} {v:.2f}" for k, v in ae["per_family"].items()), file=file)
 
@@ -324,7 +328,8 @@ def run_sweep(run: EditRunner, tasks, sources, base: EditRequest, frames: int, s
                      "spearman_mean": float(np.mean(per_task)), "spearman_per_task": per_task,
                      "spearman_of_mean_curve": metrics.spearman(values, mean_curve),
                      "instruction_accuracy": np.mean(hits, axis=0).tolist(),
-                     "tasks": [{"clip": t.clip, "edit": t.family, "instruction": t.instruction} for t in tasks]}
+                     "tasks": [{"clip": t.clip, "edit": t.family, "instruction": t.instruction, "curve": c}
+                               for t, c in zip(tasks, curves)]}
     return out
 
 

@@ -193,16 +193,25 @@ def write_eval_clips(folder: Path, n_frames: int = 16, fps: float = 8.0) -> list
     return written
 
 
-def write_train_clips(folder: Path, n: int = 3, n_frames: int = 8, fps: float = 8.0) -> list[Path]:
-    """Pans over *training* photos: for tuning defaults (guidance scales) without touching evaluation clips."""
+def write_train_clips(folder: Path, n: int = 3, n_frames: int = 8, fps: float = 8.0,
+                      dark_gain: float | None = None) -> list[Path]:
+    """Pans over *training* photos: for tuning defaults (guidance scales) without touching evaluation clips. With
+    ``dark_gain``, each pan is also written under-exposed by that linear-light gain (``darken``), so defaults are
+    tuned on dark footage too."""
     from editor import video_io
 
     rng = np.random.default_rng(7)
     photos = real_photos("train")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    return [Path(video_io.write_clip(camera_clip(photos[int(rng.integers(len(photos)))], CameraPath.random(rng),
-                                                 n_frames), fps, folder / f"train_pan_{k}.mp4")) for k in range(n)]
+    written = []
+    for k in range(n):
+        clip = camera_clip(photos[int(rng.integers(len(photos)))], CameraPath.random(rng), n_frames)
+        written.append(Path(video_io.write_clip(clip, fps, folder / f"train_pan_{k}.mp4")))
+        if dark_gain is not None:
+            dark = np.stack([darken(f, dark_gain) for f in clip])
+            written.append(Path(video_io.write_clip(dark, fps, folder / f"train_pan_{k}_dark.mp4")))
+    return written
 
 
 if __name__ == "__main__":
@@ -211,7 +220,9 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description="Write evaluation clips (never used for training) or tuning clips.")
     p.add_argument("--write-eval", type=Path, default=None)
     p.add_argument("--write-train", type=Path, default=None, help="pans over training photos, for tuning")
+    p.add_argument("--train-dark-gain", type=float, default=None,
+                   help="also write each training pan under-exposed by this linear-light gain (e.g. 0.01)")
     a = p.parse_args()
     paths = (write_eval_clips(a.write_eval) if a.write_eval else []) + \
-        (write_train_clips(a.write_train) if a.write_train else [])
+        (write_train_clips(a.write_train, dark_gain=a.train_dark_gain) if a.write_train else [])
     print("\n".join(map(str, paths)))

@@ -42,6 +42,13 @@ def test_snow_depends_on_seed_but_is_steady_within_a_clip(moving_frames):
     np.testing.assert_array_equal(a[0], a[2])
 
 
+def test_downsample_psnr_separates_flat_from_detailed_frames():
+    flat = np.full((2, 32, 48, 3), 90, np.uint8)
+    noise = np.random.default_rng(0).integers(0, 256, (2, 32, 48, 3), dtype=np.uint8)
+    assert metrics.downsample_psnr(flat, 4) == 100.0  # nothing to lose
+    assert metrics.downsample_psnr(noise, 4) < 15 < metrics.downsample_psnr(noise, 1)
+
+
 def test_family_lookup():
     assert edits.family_of("Make it Night.") == "night"
     assert edits.family_of("something else") is None

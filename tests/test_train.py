@@ -93,3 +93,16 @@ def test_pool_cache_refuses_another_dark_share(tmp_path, tiny_family_dir, grey_p
     assert torch.equal(build_pool(ae, 2, 0, cache=cache, dark_share=0.5).sources, pool.sources)
     with pytest.raises(ValueError, match="dark_share=0.5"):
         build_pool(ae, 2, 0, cache=cache)
+
+
+def test_partial_edits_mix_full_and_partial_strengths():
+    from editor.train.data import partial_edits
+
+    g = torch.Generator().manual_seed(0)
+    src, tgt = torch.zeros(64, 2, 3, 3), torch.ones(64, 2, 3, 3)
+    assert partial_edits(src, tgt, 0.0, (0.3, 1.0), g) is tgt  # off: the old recipe, no RNG drawn
+    assert torch.allclose(partial_edits(src, tgt, 1.0, (0.5, 0.5), g), torch.full_like(tgt, 0.5))
+    a = partial_edits(src, tgt, 0.5, (0.2, 0.6), g)[:, 0, 0, 0]  # per-sample strength, constant within a sample
+    partial = a < 1
+    assert 10 < int(partial.sum()) < 54 and bool(((a[partial] >= 0.2) & (a[partial] <= 0.6)).all())
+    assert torch.equal(a[~partial], torch.ones(int((~partial).sum())))

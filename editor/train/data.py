@@ -45,6 +45,25 @@ class LatentPool:
         return source, target, fam, par
 
 
+def partial_edits(source: torch.Tensor, target: torch.Tensor, share: float, strength: tuple[float, float],
+                  g: torch.Generator) -> torch.Tensor:
+    """Targets with a strength axis: ``share`` of the batch gets ``source + a * (target - source)`` in latent space,
+    ``a ~ U[strength]``, the rest the full edit.
+
+    The procedural edits are deterministic, so without this the instruction fixes the target exactly and classifier-
+    free guidance has nothing to sharpen: beyond ``s_T = 2`` the teacher's output hardly changes (its per-task s_T
+    sweep is flat). Real InstructPix2Pix data holds edits of every strength for one wording, and guidance pushes a
+    sample towards the strongest, most instruction-specific end (Brooks et al. 2023, section 3.4). A latent lerp
+    decodes as close to the pixel lerp as the autoencoder's own reconstruction of it (checked on a training pan:
+    23.4 vs 23.4 dB for sepia at a = 0.5)."""
+    if share <= 0:
+        return target
+    b = target.shape[0]
+    a = strength[0] + (strength[1] - strength[0]) * torch.rand(b, generator=g)
+    a = torch.where(torch.rand(b, generator=g) < share, a, torch.ones(b)).view(b, 1, 1, 1)
+    return source + a * (target - source)
+
+
 @torch.no_grad()
 def encode_frames(ae, frames: np.ndarray, batch: int = 32) -> torch.Tensor:
     """Scaled latents of ``uint8 T H W 3`` frames."""

@@ -22,7 +22,7 @@ from editor.family import TeacherConfig, config_dict
 from editor.loading import FAMILY_INDEX, write_family_index
 from editor.text_encoder import MiniLMEncoder
 from editor.train.common import add_args, loop_config, run_loop
-from editor.train.data import pool_from_args
+from editor.train.data import partial_edits, pool_from_args
 
 
 def noise_scheduler(prediction_type: str = "v_prediction") -> DDPMScheduler:
@@ -71,6 +71,10 @@ def main(argv=None):
     p.add_argument("--drop", type=float, default=0.08, help="conditioning dropout probability (each of 3 cases)")
     p.add_argument("--init-from", type=Path, default=None,
                    help="start from these UNet weights (e.g. the shipped unet/) with a fresh optimiser")
+    p.add_argument("--strength-share", type=float, default=0.0,
+                   help="share of examples whose target is a partial edit (editor.train.data.partial_edits)")
+    p.add_argument("--strength-range", type=float, nargs=2, default=(0.3, 1.0), metavar=("LO", "HI"),
+                   help="edit strength a ~ U[LO, HI] of the partial edits")
     a = p.parse_args(argv)
     torch.manual_seed(a.seed)
     export = Path(a.export)
@@ -84,6 +88,7 @@ def main(argv=None):
 
     def loss_fn(step):
         cond, x0, fam, par = pool.sample(step, a.batch, a.crop, a.full_every, bank.shape[1], g)
+        x0 = partial_edits(cond, x0, a.strength_share, a.strength_range, g)
         cond, text = drop_conditions(cond, bank[fam, par], empty, a.drop, g)
         return diffusion_loss(unet, sched, x0, cond, text, g)
 

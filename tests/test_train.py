@@ -32,7 +32,7 @@ def test_autoencoder_two_steps_then_resume(tmp_path):
 def test_autoencoder_decoder_only_keeps_the_latent_space(tmp_path, tiny_family_dir):
     src = tiny_family_dir / "autoencoder"
     autoencoder.main(["--out", str(tmp_path / "run"), "--export", str(tmp_path / "ae"), "--pool", "2", "--batch", "2",
-                      "--crop", "64", "--steps", "2", "--lr", "1e-2", "--decoder-only", str(src)])
+                      "--crop", "64", "--steps", "2", "--lr", "1e-2", "--dark-share", "0.5", "--decoder-only", str(src)])
     before, after = AutoencoderTiny.from_pretrained(src), AutoencoderTiny.from_pretrained(tmp_path / "ae")
     assert after.config.scaling_factor == before.config.scaling_factor
     enc_b, enc_a = before.encoder.state_dict(), after.encoder.state_dict()

@@ -25,9 +25,10 @@ from editor.layout import frames_to_images
 from editor.train.common import LoopConfig, run_loop
 
 
-def frame_pool(n: int, seed: int) -> torch.Tensor:
-    """``2n`` training images ``T 3 256 256`` in [-1, 1]: ``n`` sources and ``n`` randomly edited copies."""
-    frames = scenes.training_frames(n, seed=seed)
+def frame_pool(n: int, seed: int, dark_share: float = 0.0) -> torch.Tensor:
+    """``2n`` training images ``T 3 256 256`` in [-1, 1]: ``n`` sources (``dark_share`` of them under-exposed,
+    ``scenes.training_frames``) and ``n`` randomly edited copies."""
+    frames = scenes.training_frames(n, seed=seed, dark_share=dark_share)
     rng = np.random.default_rng(seed + 1)
     ids = list(edits.FAMILIES)
     edited = np.stack([edits.FAMILIES[ids[rng.integers(len(ids))]].apply(f[None], int(rng.integers(1 << 30)))[0]
@@ -61,6 +62,8 @@ def main(argv=None):
     p.add_argument("--crop", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--pool", type=int, default=600, help="source frames in the pool (plus as many edited)")
+    p.add_argument("--dark-share", type=float, default=0.0,
+                   help="share of pool frames under-exposed, so the decoder also learns true black and dim colours")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-minutes", type=float, default=None)
     p.add_argument("--stop-at", type=int, default=None, help="stop after this step (the LR schedule still spans --steps)")
@@ -68,7 +71,7 @@ def main(argv=None):
                    help="fine-tune only the decoder of this autoencoder folder; encoder and scaling_factor are kept")
     a = p.parse_args(argv)
     torch.manual_seed(a.seed)
-    pool = frame_pool(a.pool, a.seed)
+    pool = frame_pool(a.pool, a.seed, a.dark_share)
     train_encoder = a.decoder_only is None
     ae = AutoencoderConfig().build() if train_encoder else AutoencoderTiny.from_pretrained(a.decoder_only)
     ae.encoder.requires_grad_(train_encoder)

@@ -22,6 +22,7 @@ def test_autoencoder_two_steps_then_resume(tmp_path):
     args = ["--out", str(tmp_path / "run"), "--export", str(tmp_path / "ae"), "--pool", "2", "--batch", "2",
             "--crop", "64"]
     autoencoder.main(args + ["--steps", "2"])
+    assert "block_out_channels" not in json.loads((tmp_path / "ae" / "config.json").read_text())  # no load warning
     ae = AutoencoderTiny.from_pretrained(tmp_path / "ae")
     assert ae.config.scaling_factor > 0
     autoencoder.main(args + ["--steps", "3"])  # resumes at step 2, runs one more

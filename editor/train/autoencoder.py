@@ -12,6 +12,7 @@ and with it every diffusion model trained on it, stays valid, while the reconstr
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,16 @@ def set_scaling_factor(ae, pool: torch.Tensor) -> float:
     return sf
 
 
+def drop_derived_config_keys(folder: Path) -> None:
+    """Remove keys that ``AutoencoderTiny`` writes but does not take back (diffusers registers ``block_out_channels``
+    itself, then warns "not expected" on every load) and the local ``_name_or_path``."""
+    cfg_path = folder / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    for key in ("block_out_channels", "_name_or_path"):
+        cfg.pop(key, None)
+    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/autoencoder", help="checkpoints and train_log.jsonl")
@@ -91,6 +102,7 @@ def main(argv=None):
         if train_encoder:  # a frozen encoder keeps its latent statistics
             set_scaling_factor(model, pool)
         model.save_pretrained(a.export)
+        drop_derived_config_keys(Path(a.export))
         model.train()
 
     cfg = LoopConfig(out=a.out, steps=a.steps, lr=a.lr, seed=a.seed, save_every=100, log_every=10,

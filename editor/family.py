@@ -8,7 +8,9 @@
 """
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from diffusers import AutoencoderTiny, UNet2DConditionModel
 
@@ -39,6 +41,17 @@ class AutoencoderConfig:
             latent_channels=self.latent_channels, num_encoder_blocks=self.encoder_blocks,
             num_decoder_blocks=self.decoder_blocks, scaling_factor=1.0,
         )
+
+
+def save_autoencoder(ae: AutoencoderTiny, folder: str | Path) -> None:
+    """``save_pretrained``, minus the config keys ``AutoencoderTiny`` writes but does not take back (it registers
+    ``block_out_channels`` itself, then warns "not expected" on every load) and the local ``_name_or_path``."""
+    ae.save_pretrained(folder)
+    cfg_path = Path(folder) / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    for key in ("block_out_channels", "_name_or_path"):
+        cfg.pop(key, None)
+    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 
 @dataclass(frozen=True)

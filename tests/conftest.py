@@ -13,12 +13,13 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 def make_tiny_family(folder, seed: int = 0):
     """Save a tiny random embedded family (AutoencoderTiny, teacher UNet, scheduler, family.json) to ``folder``."""
-    from editor.family import AutoencoderConfig, TeacherConfig
+    from editor.family import AutoencoderConfig, TeacherConfig, save_autoencoder
     from editor.loading import write_family_index
     from editor.train.teacher import noise_scheduler
 
     torch.manual_seed(seed)
-    AutoencoderConfig(width=8, latent_channels=4, decoder_blocks=(1, 1, 1, 0)).build().save_pretrained(folder / "autoencoder")
+    ae = AutoencoderConfig(width=8, latent_channels=4, decoder_blocks=(1, 1, 1, 0)).build()
+    save_autoencoder(ae, folder / "autoencoder")
     TeacherConfig(latent_channels=4, block_out_channels=(16, 32), norm_num_groups=8, attention_head_dim=8,
                   sample_size=8).build().save_pretrained(folder / "unet")
     noise_scheduler().save_pretrained(folder / "scheduler")

@@ -12,7 +12,6 @@ and with it every diffusion model trained on it, stays valid, while the reconstr
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderTiny
 
 from editor import edits, scenes
-from editor.family import AutoencoderConfig
+from editor.family import AutoencoderConfig, save_autoencoder
 from editor.layout import frames_to_images
 from editor.train.common import LoopConfig, run_loop
 
@@ -52,16 +51,6 @@ def set_scaling_factor(ae, pool: torch.Tensor) -> float:
     sf = float(1.0 / z.std())
     ae.register_to_config(scaling_factor=sf)
     return sf
-
-
-def drop_derived_config_keys(folder: Path) -> None:
-    """Remove keys that ``AutoencoderTiny`` writes but does not take back (diffusers registers ``block_out_channels``
-    itself, then warns "not expected" on every load) and the local ``_name_or_path``."""
-    cfg_path = folder / "config.json"
-    cfg = json.loads(cfg_path.read_text())
-    for key in ("block_out_channels", "_name_or_path"):
-        cfg.pop(key, None)
-    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 
 def main(argv=None):
@@ -101,8 +90,7 @@ def main(argv=None):
         model.eval()
         if train_encoder:  # a frozen encoder keeps its latent statistics
             set_scaling_factor(model, pool)
-        model.save_pretrained(a.export)
-        drop_derived_config_keys(Path(a.export))
+        save_autoencoder(model, a.export)
         model.train()
 
     cfg = LoopConfig(out=a.out, steps=a.steps, lr=a.lr, seed=a.seed, save_every=100, log_every=10,

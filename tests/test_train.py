@@ -64,6 +64,28 @@ def test_teacher_warm_start_from_shipped_weights(tmp_path, tiny_family_dir):
     assert (after - before).abs().max() < 1e-5  # a tiny step from the saved weights, not a fresh init
 
 
+def test_weight_floor_lifts_the_noisiest_steps_only():
+    """min-SNR-5 weights for v-prediction fall to ~0.005 at t = 999; a floor of 1 makes every weight 1 (the loss is
+    the plain MSE), a floor of 0 leaves them, and the loss is the weighted MSE either way."""
+    sched = teacher.noise_scheduler()
+    snr = sched.alphas_cumprod / (1 - sched.alphas_cumprod)
+    w = snr.clamp(max=5.0) / (snr + 1)
+    assert w[999] < 0.01 and w.max() <= 5 / 6 + 1e-6
+
+    class Echo(torch.nn.Module):  # predicts zeros: the loss is then the weighted mean of v^2
+        device = torch.device("cpu")
+
+        def forward(self, x, t, text):
+            return type("Out", (), {"sample": torch.zeros_like(x[:, :4])})()
+
+    x0, cond, text = torch.randn(8, 4, 4, 4), torch.randn(8, 4, 4, 4), torch.randn(8, 3, 5)
+    losses = {f: teacher.diffusion_loss(Echo(), sched, x0, cond, text, torch.Generator().manual_seed(0), f)
+              for f in (0.0, 0.5, 1.0)}
+    assert torch.allclose(losses[1.0]["loss"], losses[1.0]["mse"])
+    assert losses[0.0]["loss"] < losses[0.5]["loss"] < losses[1.0]["loss"]
+    assert torch.equal(losses[0.0]["mse"], losses[1.0]["mse"])  # same draws of t and noise
+
+
 @pytest.fixture
 def grey_photos(monkeypatch):
     """Training frames from one flat grey photo (and procedural scenes), so the pools build in a blink."""

@@ -39,12 +39,16 @@ def instruction_bank(text_encoder) -> tuple[torch.Tensor, torch.Tensor]:
     return states.view(len(fams), -1, *states.shape[1:]), text_encoder([""])[0]
 
 
-def diffusion_loss(unet, sched, x0, cond, text, g, weight_floor: float = 0.0) -> dict:
-    """v-prediction MSE with min-SNR-5 weights; ``x0`` target latents, ``cond`` source latents.
+def loss_weights(snr: torch.Tensor, floor: float = 0.0) -> torch.Tensor:
+    """Min-SNR-5 weights for v-prediction (Hang et al. 2023), ``min(snr, 5) / (snr + 1)``, lifted to at least ``floor``.
 
-    For v-prediction min-SNR-5 gives ``min(snr, 5) / (snr + 1)``, which falls to ~0.005 at t = 999: the noisiest
-    steps, where each latent channel's mean (a frame's overall colour and brightness) is decided, barely train.
-    ``weight_floor`` lifts every weight to at least that value."""
+    Unfloored they fall to ~0.005 at t = 999: the noisiest steps, where each latent channel's mean (a frame's overall
+    colour and brightness) is decided, barely train."""
+    return (snr.clamp(max=5.0) / (snr + 1)).clamp(min=floor)
+
+
+def diffusion_loss(unet, sched, x0, cond, text, g, weight_floor: float = 0.0) -> dict:
+    """v-prediction MSE weighted by ``loss_weights``; ``x0`` target latents, ``cond`` source latents."""
     b = x0.shape[0]
     t = torch.randint(0, sched.config.num_train_timesteps, (b,), generator=g)
     noise = torch.randn(x0.shape, generator=g)
@@ -53,9 +57,8 @@ def diffusion_loss(unet, sched, x0, cond, text, g, weight_floor: float = 0.0) ->
     snr = (sched.alphas_cumprod[t] / (1 - sched.alphas_cumprod[t]))
     xt, v, cond, text, t, snr = (u.to(unet.device) for u in (xt, v, cond, text, t, snr))  # pool stays on the CPU
     pred = unet(torch.cat([xt, cond], 1), t, text).sample
-    w = (snr.clamp(max=5.0) / (snr + 1)).clamp(min=weight_floor)
     mse = (pred - v).pow(2).mean(dim=(1, 2, 3))
-    return {"loss": (w * mse).mean(), "mse": mse.mean().detach()}
+    return {"loss": (loss_weights(snr, weight_floor) * mse).mean(), "mse": mse.mean().detach()}
 
 
 def drop_conditions(cond, text, empty, p: float, g):
@@ -80,7 +83,7 @@ def main(argv=None):
     p.add_argument("--strength-range", type=float, nargs=2, default=(0.3, 1.0), metavar=("LO", "HI"),
                    help="edit strength a ~ U[LO, HI] of the partial edits")
     p.add_argument("--weight-floor", type=float, default=0.0,
-                   help="lowest loss weight of any timestep (min-SNR-5 gives ~0.005 at t = 999; see diffusion_loss)")
+                   help="lowest loss weight of any timestep (min-SNR-5 gives ~0.005 at t = 999; see loss_weights)")
     a = p.parse_args(argv)
     torch.manual_seed(a.seed)
     export = Path(a.export)

@@ -66,7 +66,8 @@ def main(argv=None):
                    help="share of pool frames under-exposed, so the decoder also learns true black and dim colours")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-minutes", type=float, default=None)
-    p.add_argument("--stop-at", type=int, default=None, help="stop after this step (the LR schedule still spans --steps)")
+    p.add_argument("--stop-at", type=int, default=None,
+                   help="stop after this step (the LR schedule still spans --steps)")
     p.add_argument("--decoder-only", type=Path, default=None, metavar="FROM",
                    help="fine-tune only the decoder of this autoencoder folder; encoder and scaling_factor are kept")
     a = p.parse_args(argv)

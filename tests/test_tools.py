@@ -46,6 +46,14 @@ def test_evaluate_with_clockwork_and_sweep(tmp_path, clips_dir, tiny_family_dir)
     assert report["sweep"]["teacher"]["image"]["instruction_accuracy"][1] == float(row["hit"])
     ae = report["autoencoder_psnr"]
     assert set(ae["per_family"]) == {"sepia", "invert"} and all(v > 0 for v in ae["per_family"].values())
+    # one slider only: the image sweep again, all from the cache, and no text sweep
+    image_only = evaluate.main(["--clips", str(clips_dir), "--model", str(tiny_family_dir), "--size", "32",
+                                "--frames", "2", "--steps", "3", "--edits", "sepia,invert", "--variants", "teacher",
+                                "--sweep", "--sweep-tasks", "1", "--sweep-frames", "2", "--sweep-axes", "image",
+                                "--cache", str(tmp_path / "cache")])
+    assert list(image_only["sweep"]["teacher"]) == ["image"]
+    assert image_only["sweep"]["teacher"]["image"] == report["sweep"]["teacher"]["image"]
+    assert image_only["cached_outputs"] == 2 + 5
 
 
 def test_spread_and_full_step_variant():

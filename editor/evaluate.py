@@ -50,6 +50,8 @@ from editor.variants import available_variants, full_step_variant, get_variant
 VIDEO_EXTS = {".mp4", ".mov", ".webm", ".mkv", ".avi", ".gif", ".m4v"}
 SWEEP_TEXT = (2.0, 5.0, 8.0, 11.0, 14.0)   # s_T values of the sweep (the MMG training range, U[2, 14])
 SWEEP_IMAGE = (1.0, 1.5, 2.0, 2.5, 3.0)    # s_I values of the sweep (U[1, 3])
+SWEEP_AXES = {"text": (SWEEP_TEXT, "edit_strength", metrics.edit_strength),  # slider -> (values, metric name, metric)
+              "image": (SWEEP_IMAGE, "psnr_to_source", metrics.psnr)}
 
 
 @dataclass(frozen=True)
@@ -235,8 +237,8 @@ def parse_args(argv=None):
     if not a.list_edits and a.clips is None:
         p.error("--clips is required")
     a.sweep_axes = [x.strip() for x in a.sweep_axes.split(",") if x.strip()]
-    if not a.sweep_axes or set(a.sweep_axes) - {"text", "image"}:
-        p.error(f"--sweep-axes takes text and/or image, got {','.join(a.sweep_axes) or 'nothing'}")
+    if not a.sweep_axes or set(a.sweep_axes) - set(SWEEP_AXES):
+        p.error(f"--sweep-axes takes {' and/or '.join(SWEEP_AXES)}, got {','.join(a.sweep_axes) or 'nothing'}")
     return a
 
 
@@ -313,13 +315,11 @@ def spread(items: list, n: int) -> list:
 
 
 def run_sweep(run: EditRunner, tasks, sources, base: EditRequest, frames: int, seed: int,
-              which=("text", "image")) -> dict:
+              which=tuple(SWEEP_AXES)) -> dict:
     """Controllability of ``base.variant``: edit strength along ``SWEEP_TEXT``, faithfulness along ``SWEEP_IMAGE``
     (the sliders named in ``which``); also the instruction accuracy at every swept value (is the default slider where
     the model edits best?)."""
-    axes = {"text": (SWEEP_TEXT, "edit_strength", metrics.edit_strength),
-            "image": (SWEEP_IMAGE, "psnr_to_source", metrics.psnr)}
-    axes = {k: v for k, v in axes.items() if k in which}
+    axes = {k: v for k, v in SWEEP_AXES.items() if k in which}
     targets = {clip: edits.all_targets(sources[clip][:frames], seed) for clip in {t.clip for t in tasks}}
     out = {}
     for axis, (values, name, metric) in axes.items():

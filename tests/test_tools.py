@@ -67,10 +67,35 @@ def test_spread_and_full_step_variant():
 def test_bench_ratios_and_step_flops(tmp_path, tiny_family_dir):
     out = tmp_path / "bench.json"
     bench.main(["--model", str(tiny_family_dir), "--json", str(out), "--size", "32", "--frames", "2", "--steps", "4",
-                "--variants", "teacher,teacher+clockwork-identity"])
+                "--variants", "teacher,teacher+clockwork-identity", "--repeats", "2"])
     report = json.loads(out.read_text())
+    assert report["settings"]["repeats"] == 2
+    lo, hi = report["ratio_range"]["teacher+clockwork-identity"]["per_step_speedup_vs_teacher"]
+    assert lo <= report["ratios"]["teacher+clockwork-identity"]["per_step_speedup_vs_teacher"] <= hi
     cw = report["variants"]["teacher+clockwork-identity"]
     assert cw["unet_passes_per_frame"] == 6 and report["variants"]["teacher"]["unet_passes_per_frame"] == 12
     assert 0 < cw["step_gflops"]["adaptor"] < cw["step_gflops"]["full"]
     saving = report["ratios"]["teacher+clockwork-identity"]
     assert 0 < saving["unet_flops_saving_vs_full"] < 1 and "per_step_speedup_vs_teacher" in saving
+
+
+def test_bench_ratios_are_medians_of_within_round_ratios():
+    """A slow spell in one round must not move the headline ratio: each ratio is taken within a round, then the
+    median over rounds is reported with its range."""
+    def summary(unet_ms):
+        return {"stage_ms_per_frame": {"unet": unet_ms}}
+
+    rounds = [{"teacher": summary(300.0), "mmg": summary(100.0), "mmg+clockwork": summary(60.0)},
+              {"teacher": summary(900.0), "mmg": summary(450.0), "mmg+clockwork": summary(150.0)},  # noisy round
+              {"teacher": summary(330.0), "mmg": summary(100.0), "mmg+clockwork": summary(65.0)}]
+    rows = {"mmg": {"gflops_per_frame": {"unet": 16.0}}, "mmg+clockwork": {"gflops_per_frame": {"unet": 10.0}},
+            "teacher": {"gflops_per_frame": {"unet": 48.0}}}
+    med, spread = bench.ratios(rounds, rows)
+    assert med["mmg"]["per_step_speedup_vs_teacher"] == pytest.approx(3.0)
+    assert spread["mmg"]["per_step_speedup_vs_teacher"] == pytest.approx([2.0, 3.3])
+    assert med["mmg+clockwork"]["unet_wall_saving_vs_full"] == pytest.approx(0.4)
+    assert spread["mmg+clockwork"]["unet_wall_saving_vs_full"] == pytest.approx([0.35, 2 / 3])
+    assert med["mmg+clockwork"]["unet_flops_saving_vs_full"] == pytest.approx(0.375)
+    summary_rows = bench.median_summary([{"frames": 2, "ms_per_frame": t, "fps": 1000 / t, "unet_passes_per_frame": 8,
+                                          "stage_ms_per_frame": {"unet": t / 2}} for t in (100.0, 400.0, 120.0)])
+    assert summary_rows["ms_per_frame"] == 120.0 and summary_rows["stage_ms_per_frame"]["unet"] == 60.0

@@ -65,6 +65,30 @@ def test_teacher_warm_start_from_shipped_weights(tmp_path, tiny_family_dir):
     assert (after - before).abs().max() < 1e-5  # a tiny step from the saved weights, not a fresh init
 
 
+def test_null_text_anchor_targets_the_source_where_only_the_instruction_is_dropped():
+    """The three dropout cases in their IP2P shares; with the anchor, exactly the text-only drops learn the source."""
+    n, p = 4000, 0.1
+    cond, x0 = torch.randn(n, 4, 2, 2) + 5.0, torch.randn(n, 4, 2, 2) - 5.0
+    text, empty = torch.ones(n, 3, 2), torch.zeros(3, 2)
+    plain = teacher.drop_conditions(cond, text, empty, p, torch.Generator().manual_seed(1))
+    c, t, y = teacher.drop_conditions(cond, text, empty, p, torch.Generator().manual_seed(1), x0)
+    assert torch.equal(c, plain[0]) and torch.equal(t, plain[1])  # the same draws
+    no_text, no_img = (t == 0).flatten(1).all(1), (c == 0).flatten(1).all(1)
+    anchored = (y == cond).flatten(1).all(1)
+    assert torch.equal(anchored, no_text & ~no_img)
+    assert torch.equal(y[~anchored], x0[~anchored])
+    for share in ((no_text & ~no_img), (no_img & ~no_text), (no_text & no_img)):
+        assert abs(share.float().mean().item() - p) < 0.02
+
+
+def test_teacher_null_text_anchor_trains(tmp_path, tiny_family_dir):
+    fam = tmp_path / "fam"
+    shutil.copytree(tiny_family_dir / "autoencoder", fam / "autoencoder")
+    teacher.main(["--out", str(tmp_path / "run"), "--export", str(fam), "--steps", "2", "--pool", "2", "--batch", "4",
+                  "--crop", "4", "--full-every", "2", "--null-text-target", "source", "--drop", "0.3"])
+    assert json.loads((fam / "unet" / "training.json").read_text())["args"]["null_text_target"] == "source"
+
+
 def test_weight_floor_lifts_the_noisiest_steps_only():
     """min-SNR-5 weights for v-prediction fall to ~0.005 at t = 999; a floor of 1 makes every weight 1 (the loss is
     the plain MSE), a floor of 0 leaves them, and the loss is the weighted MSE either way."""

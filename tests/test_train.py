@@ -70,8 +70,8 @@ def test_null_text_anchor_targets_the_source_where_only_the_instruction_is_dropp
     n, p = 4000, 0.1
     cond, x0 = torch.randn(n, 4, 2, 2) + 5.0, torch.randn(n, 4, 2, 2) - 5.0
     text, empty = torch.ones(n, 3, 2), torch.zeros(3, 2)
-    plain = teacher.drop_conditions(cond, text, empty, p, torch.Generator().manual_seed(1))
-    c, t, y = teacher.drop_conditions(cond, text, empty, p, torch.Generator().manual_seed(1), x0)
+    plain = teacher.drop_conditions(cond, text, empty, x0, p, torch.Generator().manual_seed(1))
+    c, t, y = teacher.drop_conditions(cond, text, empty, x0, p, torch.Generator().manual_seed(1), "source")
     assert torch.equal(c, plain[0]) and torch.equal(t, plain[1])  # the same draws
     no_text, no_img = (t == 0).flatten(1).all(1), (c == 0).flatten(1).all(1)
     anchored = (y == cond).flatten(1).all(1)

@@ -61,11 +61,11 @@ def diffusion_loss(unet, sched, x0, cond, text, g, weight_floor: float = 0.0) ->
     return {"loss": (loss_weights(snr, weight_floor) * mse).mean(), "mse": mse.mean().detach()}
 
 
-def drop_conditions(cond, text, empty, p: float, g, x0=None):
+def drop_conditions(cond, text, empty, x0, p: float, g, null_text_target: str = "edit"):
     """IP2P conditioning dropout: instruction only, source only, or both, each with probability ``p``.
 
-    With target latents ``x0`` given (the null-text anchor), an example that keeps its source but drops its
-    instruction learns the source itself, not its edit, and ``(cond, text, x0)`` is returned. In plain IP2P that
+    Returns ``(cond, text, x0)``. With ``null_text_target="source"`` (the null-text anchor) an example that keeps its
+    source but drops its instruction learns the source itself (``x0`` := ``cond``), not its edit. In plain IP2P that
     branch, ``eps(z, c_I, 0)`` in MoViE Eq. 1, learns the average of all edits of the source (on our families the
     teacher's sample from it lies 8.6 dB from the source on pan_lion, darkened like ``night``), so raising ``s_I``
     pulls towards that average edit rather than towards the source. Anchored, ``s_I`` scales faithfulness to the
@@ -74,10 +74,10 @@ def drop_conditions(cond, text, empty, p: float, g, x0=None):
     drop_text = (u < p) | (u >= 1 - p)
     drop_img = (u >= p) & (u < 2 * p) | (u >= 1 - p)
     text = torch.where(drop_text[:, None, None], empty.expand_as(text), text)
-    if x0 is not None:
+    if null_text_target == "source":
         x0 = torch.where((drop_text & ~drop_img)[:, None, None, None], cond, x0)
     cond = cond * (~drop_img).float()[:, None, None, None]
-    return (cond, text) if x0 is None else (cond, text, x0)
+    return cond, text, x0
 
 
 def main(argv=None):
@@ -110,10 +110,7 @@ def main(argv=None):
     def loss_fn(step):
         cond, x0, fam, par = pool.sample(step, a.batch, a.crop, a.full_every, bank.shape[1], g)
         x0 = partial_edits(cond, x0, a.strength_share, a.strength_range, g)
-        if a.null_text_target == "source":
-            cond, text, x0 = drop_conditions(cond, bank[fam, par], empty, a.drop, g, x0)
-        else:
-            cond, text = drop_conditions(cond, bank[fam, par], empty, a.drop, g)
+        cond, text, x0 = drop_conditions(cond, bank[fam, par], empty, x0, a.drop, g, a.null_text_target)
         return diffusion_loss(unet, sched, x0, cond, text, g, a.weight_floor)
 
     def save_fn(model, out: Path):

@@ -81,6 +81,18 @@ def test_null_text_anchor_targets_the_source_where_only_the_instruction_is_dropp
         assert abs(share.float().mean().item() - p) < 0.02
 
 
+def test_partial_anchor_anchors_that_share_of_the_text_only_drops():
+    n, p = 8000, 0.2
+    cond, x0 = torch.randn(n, 4, 2, 2) + 5.0, torch.randn(n, 4, 2, 2) - 5.0
+    text, empty = torch.ones(n, 3, 2), torch.zeros(3, 2)
+    c, t, y = teacher.drop_conditions(cond, text, empty, x0, p, torch.Generator().manual_seed(1), "source", 0.5)
+    text_only = (t == 0).flatten(1).all(1) & ~(c == 0).flatten(1).all(1)
+    anchored = (y == cond).flatten(1).all(1)
+    assert not (anchored & ~text_only).any()
+    assert abs(anchored[text_only].float().mean().item() - 0.5) < 0.05
+    assert torch.equal(y[~anchored], x0[~anchored])
+
+
 def test_teacher_null_text_anchor_trains(tmp_path, tiny_family_dir):
     fam = tmp_path / "fam"
     shutil.copytree(tiny_family_dir / "autoencoder", fam / "autoencoder")

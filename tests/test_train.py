@@ -93,6 +93,14 @@ def test_partial_anchor_anchors_that_share_of_the_text_only_drops():
     assert torch.equal(y[~anchored], x0[~anchored])
 
 
+@pytest.mark.parametrize("args", [["--anchor-share", "0"], ["--anchor-share", "1.5"], ["--anchor-share", "0.5"]])
+def test_teacher_rejects_a_bad_anchor_share(tmp_path, args):
+    """Out of (0, 1], or a share without the anchor it scales: a usage error before any data is built."""
+    with pytest.raises(SystemExit) as e:
+        teacher.main(["--out", str(tmp_path / "run"), "--export", str(tmp_path / "fam"), *args])
+    assert e.value.code == 2
+
+
 def test_teacher_null_text_anchor_trains(tmp_path, tiny_family_dir):
     fam = tmp_path / "fam"
     shutil.copytree(tiny_family_dir / "autoencoder", fam / "autoencoder")

@@ -103,6 +103,10 @@ def main(argv=None):
     p.add_argument("--anchor-share", type=float, default=1.0,
                    help="with --null-text-target source: share of those examples that learn the source")
     a = p.parse_args(argv)
+    if not 0.0 < a.anchor_share <= 1.0:
+        p.error(f"--anchor-share must be in (0, 1], got {a.anchor_share}")
+    if a.anchor_share < 1.0 and a.null_text_target != "source":
+        p.error("--anchor-share needs --null-text-target source")
     torch.manual_seed(a.seed)
     export = Path(a.export)
     ae = AutoencoderTiny.from_pretrained(export / "autoencoder").eval()

@@ -71,7 +71,7 @@ def test_null_text_anchor_targets_the_source_where_only_the_instruction_is_dropp
     cond, x0 = torch.randn(n, 4, 2, 2) + 5.0, torch.randn(n, 4, 2, 2) - 5.0
     text, empty = torch.ones(n, 3, 2), torch.zeros(3, 2)
     plain = teacher.drop_conditions(cond, text, empty, x0, p, torch.Generator().manual_seed(1))
-    c, t, y = teacher.drop_conditions(cond, text, empty, x0, p, torch.Generator().manual_seed(1), "source")
+    c, t, y = teacher.drop_conditions(cond, text, empty, x0, p, torch.Generator().manual_seed(1), 1.0)
     assert torch.equal(c, plain[0]) and torch.equal(t, plain[1])  # the same draws
     no_text, no_img = (t == 0).flatten(1).all(1), (c == 0).flatten(1).all(1)
     anchored = (y == cond).flatten(1).all(1)
@@ -85,7 +85,7 @@ def test_partial_anchor_anchors_that_share_of_the_text_only_drops():
     n, p = 8000, 0.2
     cond, x0 = torch.randn(n, 4, 2, 2) + 5.0, torch.randn(n, 4, 2, 2) - 5.0
     text, empty = torch.ones(n, 3, 2), torch.zeros(3, 2)
-    c, t, y = teacher.drop_conditions(cond, text, empty, x0, p, torch.Generator().manual_seed(1), "source", 0.5)
+    c, t, y = teacher.drop_conditions(cond, text, empty, x0, p, torch.Generator().manual_seed(1), 0.5)
     text_only = (t == 0).flatten(1).all(1) & ~(c == 0).flatten(1).all(1)
     anchored = (y == cond).flatten(1).all(1)
     assert not (anchored & ~text_only).any()

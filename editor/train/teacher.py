@@ -61,21 +61,21 @@ def diffusion_loss(unet, sched, x0, cond, text, g, weight_floor: float = 0.0) ->
     return {"loss": (loss_weights(snr, weight_floor) * mse).mean(), "mse": mse.mean().detach()}
 
 
-def drop_conditions(cond, text, empty, x0, p: float, g, null_text_target: str = "edit", anchor_share: float = 1.0):
+def drop_conditions(cond, text, empty, x0, p: float, g, anchor_share: float = 0.0):
     """IP2P conditioning dropout: instruction only, source only, or both, each with probability ``p``.
 
-    Returns ``(cond, text, x0)``. With ``null_text_target="source"`` (the null-text anchor) an example that keeps its
-    source but drops its instruction learns the source itself (``x0`` := ``cond``), not its edit. In plain IP2P that
+    Returns ``(cond, text, x0)``. With ``anchor_share`` 1 (the null-text anchor) an example that keeps its source but
+    drops its instruction learns the source itself (``x0`` := ``cond``), not its edit; with 0 (plain IP2P) its edit. In plain IP2P that
     branch, ``eps(z, c_I, 0)`` in MoViE Eq. 1, learns the average of all edits of the source (on our families the
     teacher's sample from it lies 8.6 dB from the source on pan_lion, darkened like ``night``), so raising ``s_I``
     pulls towards that average edit rather than towards the source. Anchored, ``s_I`` scales faithfulness to the
-    source and ``s_T`` the step from the source to the requested edit. ``anchor_share`` < 1 anchors only that share of
+    source and ``s_T`` the step from the source to the requested edit. A share in between anchors only that share of
     those examples (the rest keep their edit), so the branch learns a blend of the source and the average edit."""
     u = torch.rand(cond.shape[0], generator=g)
     drop_text = (u < p) | (u >= 1 - p)
     drop_img = (u >= p) & (u < 2 * p) | (u >= 1 - p)
     text = torch.where(drop_text[:, None, None], empty.expand_as(text), text)
-    if null_text_target == "source":
+    if anchor_share > 0.0:
         anchor = drop_text & ~drop_img
         if anchor_share < 1.0:
             anchor &= torch.rand(cond.shape[0], generator=g) < anchor_share
@@ -107,6 +107,7 @@ def main(argv=None):
         p.error(f"--anchor-share must be in (0, 1], got {a.anchor_share}")
     if a.anchor_share < 1.0 and a.null_text_target != "source":
         p.error("--anchor-share needs --null-text-target source")
+    anchor_share = a.anchor_share if a.null_text_target == "source" else 0.0
     torch.manual_seed(a.seed)
     export = Path(a.export)
     ae = AutoencoderTiny.from_pretrained(export / "autoencoder").eval()
@@ -120,8 +121,7 @@ def main(argv=None):
     def loss_fn(step):
         cond, x0, fam, par = pool.sample(step, a.batch, a.crop, a.full_every, bank.shape[1], g)
         x0 = partial_edits(cond, x0, a.strength_share, a.strength_range, g)
-        cond, text, x0 = drop_conditions(cond, bank[fam, par], empty, x0, a.drop, g, a.null_text_target,
-                                         a.anchor_share)
+        cond, text, x0 = drop_conditions(cond, bank[fam, par], empty, x0, a.drop, g, anchor_share)
         return diffusion_loss(unet, sched, x0, cond, text, g, a.weight_floor)
 
     def save_fn(model, out: Path):

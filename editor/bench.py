@@ -177,7 +177,8 @@ def main(argv=None) -> dict:
             for v in variants}
     med, spread = ratios(rounds, rows)
     report = {"settings": {"size": a.size, "frames": a.frames, "steps": steps, "clock": a.clock,
-                           "threads": torch.get_num_threads(), "model": family.name, "repeats": a.repeats},
+                           "threads": torch.get_num_threads(), "model": family.name,
+                           "model_source": a.model or "embedded (default)", "repeats": a.repeats},
               "variants": rows, "ratios": med, "ratio_range": spread}
     print_table(report)
     if a.json:

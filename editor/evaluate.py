@@ -278,7 +278,7 @@ def main(argv=None) -> dict | None:
                            "guidance": {"text": guidance.text, "image": guidance.image}, "seed": a.seed,
                            "clock": a.clock,
                            "paraphrases": a.paraphrases, "instructions": str(a.instructions) if custom else None,
-                           "model": family.name},
+                           "model": family.name, "model_source": a.model or "embedded (default)"},
               "variants": score(outputs, tasks, targets, "teacher" if "teacher" in variants else None),
               "autoencoder_psnr": autoencoder_psnr(family, sources, targets, fams), "seconds": seconds}
     if a.sweep:

@@ -29,7 +29,7 @@ def test_evaluate_with_clockwork_and_sweep(tmp_path, clips_dir, tiny_family_dir)
                            "--frames", "2", "--steps", "3", "--edits", "sepia,invert", "--variants", "teacher",
                            "--cache", str(tmp_path / "cache")])
     assert again["cached_outputs"] == 2 and again["variants"]["teacher"] == report["variants"]["teacher"]
-    assert report["settings"]["clock"] == 2
+    assert report["settings"]["clock"] == 2 and report["settings"]["model_source"] == str(tiny_family_dir)
     teacher, cw = report["variants"]["teacher"], report["variants"]["teacher+clockwork-identity"]
     assert teacher["psnr_to_full"] is None and teacher["psnr_to_reference"] is None
     assert cw["psnr_to_full"] == pytest.approx(cw["psnr_to_reference"])  # the full-step variant is the teacher here
@@ -69,7 +69,7 @@ def test_bench_ratios_and_step_flops(tmp_path, tiny_family_dir):
     bench.main(["--model", str(tiny_family_dir), "--json", str(out), "--size", "32", "--frames", "2", "--steps", "4",
                 "--variants", "teacher,teacher+clockwork-identity", "--repeats", "2"])
     report = json.loads(out.read_text())
-    assert report["settings"]["repeats"] == 2
+    assert report["settings"]["repeats"] == 2 and report["settings"]["model_source"] == str(tiny_family_dir)
     lo, hi = report["ratio_range"]["teacher+clockwork-identity"]["per_step_speedup_vs_teacher"]
     assert lo <= report["ratios"]["teacher+clockwork-identity"]["per_step_speedup_vs_teacher"] <= hi
     cw = report["variants"]["teacher+clockwork-identity"]

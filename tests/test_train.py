@@ -12,7 +12,7 @@ import torch
 from diffusers import AutoencoderTiny, UNet2DConditionModel
 
 from editor.loading import FAMILY_INDEX
-from editor.train import autoencoder, teacher
+from editor.train import autoencoder, data, teacher
 
 
 def _log(folder):
@@ -93,9 +93,23 @@ def test_partial_anchor_anchors_that_share_of_the_text_only_drops():
     assert torch.equal(y[~anchored], x0[~anchored])
 
 
-@pytest.mark.parametrize("args", [["--anchor-share", "0"], ["--anchor-share", "1.5"], ["--anchor-share", "0.5"]])
-def test_teacher_rejects_a_bad_anchor_share(tmp_path, args):
-    """Out of (0, 1], or a share without the anchor it scales: a usage error before any data is built."""
+def test_family_weights_skew_the_draws_and_default_to_uniform():
+    fams = ("a", "b", "c")
+    assert data.family_probs(fams, []) is None
+    probs = data.family_probs(fams, ["b=3"])
+    assert torch.allclose(probs, torch.tensor([0.2, 0.6, 0.2]))
+    pool = data.LatentPool(torch.zeros(5, 1, 2, 2), torch.zeros(5, 3, 1, 2, 2), fams)
+    g = torch.Generator().manual_seed(0)
+    drawn = torch.cat([pool.sample(0, 100, 2, 4, 1, g, probs)[2] for _ in range(50)])
+    assert abs((drawn == 1).float().mean().item() - 0.6) < 0.03
+
+
+@pytest.mark.parametrize("args", [["--anchor-share", "0"], ["--anchor-share", "1.5"], ["--anchor-share", "0.5"],
+                                  ["--family-weight", "nope=2"], ["--family-weight", "cartoon"],
+                                  ["--family-weight", "cartoon=0"], ["--family-weight", "cartoon=x"]])
+def test_teacher_rejects_bad_options(tmp_path, args):
+    """An anchor share out of (0, 1] or without the anchor it scales, or a family weight that names no family or is
+    not a positive number: a usage error before any data is built."""
     with pytest.raises(SystemExit) as e:
         teacher.main(["--out", str(tmp_path / "run"), "--export", str(tmp_path / "fam"), *args])
     assert e.value.code == 2
@@ -105,8 +119,10 @@ def test_teacher_null_text_anchor_trains(tmp_path, tiny_family_dir):
     fam = tmp_path / "fam"
     shutil.copytree(tiny_family_dir / "autoencoder", fam / "autoencoder")
     teacher.main(["--out", str(tmp_path / "run"), "--export", str(fam), "--steps", "2", "--pool", "2", "--batch", "4",
-                  "--crop", "4", "--full-every", "2", "--null-text-target", "source", "--drop", "0.3"])
-    assert json.loads((fam / "unet" / "training.json").read_text())["args"]["null_text_target"] == "source"
+                  "--crop", "4", "--full-every", "2", "--null-text-target", "source", "--drop", "0.3",
+                  "--family-weight", "cartoon=3"])
+    args = json.loads((fam / "unet" / "training.json").read_text())["args"]
+    assert args["null_text_target"] == "source" and args["family_weight"] == ["cartoon=3"]
 
 
 def test_weight_floor_lifts_the_noisiest_steps_only():

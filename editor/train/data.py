@@ -33,16 +33,42 @@ class LatentPool:
         return src[..., y:y + size, x:x + size], tgt[..., y:y + size, x:x + size]
 
 
-    def sample(self, step: int, batch: int, crop: int, full_every: int, n_paraphrases: int, g: torch.Generator):
+    def sample(self, step: int, batch: int, crop: int, full_every: int, n_paraphrases: int, g: torch.Generator,
+               family_probs: torch.Tensor | None = None):
         """A training batch: (source latents, target latents, family ids, paraphrase ids). Every ``full_every``-th
-        step uses whole frames at a quarter of the batch (same cost as ``crop`` windows when crop is half the side)."""
+        step uses whole frames at a quarter of the batch (same cost as ``crop`` windows when crop is half the side).
+        Families are drawn uniformly, or with ``family_probs`` (one probability per entry of ``families``)."""
         full = (step % full_every) == full_every - 1
         b = max(1, batch // 4) if full else batch
         idx = torch.randint(len(self.sources), (b,), generator=g)
-        fam = torch.randint(len(self.families), (b,), generator=g)
+        if family_probs is None:
+            fam = torch.randint(len(self.families), (b,), generator=g)
+        else:
+            fam = torch.multinomial(family_probs, b, replacement=True, generator=g)
         par = torch.randint(n_paraphrases, (b,), generator=g)
         source, target = self.crop(idx, fam, self.sources.shape[-1] if full else crop, g)
         return source, target, fam, par
+
+
+def family_probs(families: tuple[str, ...], weights: list[str]) -> torch.Tensor | None:
+    """Sampling probabilities over ``families`` from ``NAME=W`` pairs (every other family weighs 1); ``None`` when no
+    pair is given (uniform draws, the RNG stream of earlier runs). Raises ``ValueError`` on an unknown family or a
+    weight that is not a positive number."""
+    if not weights:
+        return None
+    w = dict.fromkeys(families, 1.0)
+    for pair in weights:
+        name, sep, value = pair.partition("=")
+        if not sep or name not in w:
+            raise ValueError(f"expected FAMILY=WEIGHT with FAMILY one of {', '.join(families)}, got {pair!r}")
+        try:
+            w[name] = float(value)
+        except ValueError:
+            raise ValueError(f"weight of {name} is not a number: {value!r}") from None
+        if not w[name] > 0:
+            raise ValueError(f"weight of {name} must be positive, got {value}")
+    p = torch.tensor([w[f] for f in families])
+    return p / p.sum()
 
 
 def partial_edits(source: torch.Tensor, target: torch.Tensor, share: float, strength: tuple[float, float],

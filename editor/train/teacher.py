@@ -22,7 +22,7 @@ from editor.family import TeacherConfig, config_dict
 from editor.loading import FAMILY_INDEX, write_family_index
 from editor.text_encoder import MiniLMEncoder
 from editor.train.common import add_args, loop_config, run_loop
-from editor.train.data import partial_edits, pool_from_args
+from editor.train.data import family_probs, partial_edits, pool_from_args
 
 
 def noise_scheduler(prediction_type: str = "v_prediction") -> DDPMScheduler:
@@ -102,16 +102,24 @@ def main(argv=None):
                         "(the null-text anchor; see drop_conditions)")
     p.add_argument("--anchor-share", type=float, default=1.0,
                    help="with --null-text-target source: share of those examples that learn the source")
+    p.add_argument("--family-weight", action="append", default=[], metavar="FAMILY=W",
+                   help="draw this edit family W times as often as the others (repeatable; e.g. cartoon=3 for the "
+                        "family with the highest loss)")
     a = p.parse_args(argv)
     if not 0.0 < a.anchor_share <= 1.0:
         p.error(f"--anchor-share must be in (0, 1], got {a.anchor_share}")
     if a.anchor_share < 1.0 and a.null_text_target != "source":
         p.error("--anchor-share needs --null-text-target source")
+    try:  # checked before the pool is built (minutes), then ordered as the pool's families
+        family_probs(tuple(edits.FAMILIES), a.family_weight)
+    except ValueError as e:
+        p.error(f"--family-weight: {e}")
     anchor_share = a.anchor_share if a.null_text_target == "source" else 0.0
     torch.manual_seed(a.seed)
     export = Path(a.export)
     ae = AutoencoderTiny.from_pretrained(export / "autoencoder").eval()
     pool = pool_from_args(ae, a)
+    probs = family_probs(pool.families, a.family_weight)
     bank, empty = instruction_bank(MiniLMEncoder())
     cfg = TeacherConfig(latent_channels=pool.sources.shape[1], sample_size=pool.sources.shape[-1])
     unet = UNet2DConditionModel.from_pretrained(a.init_from) if a.init_from else cfg.build()
@@ -119,7 +127,7 @@ def main(argv=None):
     g = torch.Generator().manual_seed(a.seed)
 
     def loss_fn(step):
-        cond, x0, fam, par = pool.sample(step, a.batch, a.crop, a.full_every, bank.shape[1], g)
+        cond, x0, fam, par = pool.sample(step, a.batch, a.crop, a.full_every, bank.shape[1], g, probs)
         x0 = partial_edits(cond, x0, a.strength_share, a.strength_range, g)
         cond, text, x0 = drop_conditions(cond, bank[fam, par], empty, x0, a.drop, g, anchor_share)
         return diffusion_loss(unet, sched, x0, cond, text, g, a.weight_floor)

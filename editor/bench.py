@@ -30,7 +30,7 @@ from editor import scenes, video_io
 from editor.clockwork import step_flops
 from editor.cross_frame_attention import FrameLayout
 from editor.layout import frames_to_images
-from editor.loading import load_family
+from editor.loading import load_family, model_source
 from editor.pipeline import Editor, EditRequest
 from editor.variants import available_variants, full_step_variant, get_variant
 
@@ -178,7 +178,7 @@ def main(argv=None) -> dict:
     med, spread = ratios(rounds, rows)
     report = {"settings": {"size": a.size, "frames": a.frames, "steps": steps, "clock": a.clock,
                            "threads": torch.get_num_threads(), "model": family.name,
-                           "model_source": a.model or "embedded (default)", "repeats": a.repeats},
+                           "model_source": model_source(a.model), "repeats": a.repeats},
               "variants": rows, "ratios": med, "ratio_range": spread}
     print_table(report)
     if a.json:

@@ -43,7 +43,7 @@ from editor import edits, metrics, video_io
 from editor.edits import N_SEEN
 from editor.guidance import Guidance
 from editor.layout import frames_to_images, images_to_frames
-from editor.loading import load_family
+from editor.loading import load_family, model_source
 from editor.pipeline import Editor, EditRequest
 from editor.variants import available_variants, full_step_variant, get_variant
 
@@ -278,7 +278,7 @@ def main(argv=None) -> dict | None:
                            "guidance": {"text": guidance.text, "image": guidance.image}, "seed": a.seed,
                            "clock": a.clock,
                            "paraphrases": a.paraphrases, "instructions": str(a.instructions) if custom else None,
-                           "model": family.name, "model_source": a.model or "embedded (default)"},
+                           "model": family.name, "model_source": model_source(a.model)},
               "variants": score(outputs, tasks, targets, "teacher" if "teacher" in variants else None),
               "autoencoder_psnr": autoencoder_psnr(family, sources, targets, fams), "seconds": seconds}
     if a.sweep:

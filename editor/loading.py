@@ -90,6 +90,11 @@ def write_family_index(folder: Path, **info) -> None:
     (Path(folder) / FAMILY_INDEX).write_text(json.dumps(index, indent=1))
 
 
+def model_source(model: str | None) -> str:
+    """What a command's ``--model`` named, for its JSON report: the folder or hub id as given, or the default."""
+    return model or "embedded (default)"
+
+
 def load_family(source: str | Path | None = None, autoencoder: str | Path | None = None,
                 device: str = "cpu", dtype: torch.dtype = torch.float32) -> ModelFamily:
     """Load the embedded family (default) or an InstructPix2Pix checkpoint (hub id or folder)."""

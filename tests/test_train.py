@@ -169,14 +169,12 @@ def test_dark_share_darkens_only_its_share_and_keeps_the_rest(grey_photos):
 
 
 def test_pool_cache_refuses_another_dark_share(tmp_path, tiny_family_dir, grey_photos):
-    from editor.train.data import build_pool
-
     ae = AutoencoderTiny.from_pretrained(tiny_family_dir / "autoencoder")
     cache = tmp_path / "pool.pt"
-    pool = build_pool(ae, 2, 0, cache=cache, dark_share=0.5)
-    assert torch.equal(build_pool(ae, 2, 0, cache=cache, dark_share=0.5).sources, pool.sources)
+    pool = data.build_pool(ae, 2, 0, cache=cache, dark_share=0.5)
+    assert torch.equal(data.build_pool(ae, 2, 0, cache=cache, dark_share=0.5).sources, pool.sources)
     with pytest.raises(ValueError, match="dark_share=0.5"):
-        build_pool(ae, 2, 0, cache=cache)
+        data.build_pool(ae, 2, 0, cache=cache)
 
 
 def test_partial_edits_mix_full_and_partial_strengths():

@@ -20,8 +20,11 @@ clips' source frames).
 ``--sweep`` adds the controllability sweep (DESIGN.md section 5; MoViE keeps both sliders working after
 distillation): on ``--sweep-tasks`` of the (clip, edit) tasks, each variant edits the first ``--sweep-frames`` frames
 at ``s_T`` in ``SWEEP_TEXT`` (``s_I`` at its default), and at ``s_I`` in ``SWEEP_IMAGE`` (``s_T`` at its default).
-Edit strength (mean absolute change from the source) should rise with ``s_T``, faithfulness (PSNR to the source) with
-``s_I``; the report gives the Spearman correlation per task (and its mean) and that of the mean curve.
+Edit strength should rise with ``s_T`` and faithfulness to the source with ``s_I``; each is measured two ways: edit
+strength as the mean absolute change from the source (``edit_strength``) and as the share of the requested change
+applied (``edit_progress``, direction-aware), faithfulness as PSNR to the source (``psnr_to_source``) and as the
+correlation of edges with the source's (``structure_to_source``, blind to colour). The report gives, for each, the
+Spearman correlation per task (and its mean) and that of the mean curve.
 ``--sweep-axes image`` (or ``text``) sweeps one slider only: the teacher's sweep costs three UNet passes a step.
 """
 from __future__ import annotations
@@ -50,8 +53,12 @@ from editor.variants import available_variants, full_step_variant, get_variant
 VIDEO_EXTS = {".mp4", ".mov", ".webm", ".mkv", ".avi", ".gif", ".m4v"}
 SWEEP_TEXT = (2.0, 5.0, 8.0, 11.0, 14.0)   # s_T values of the sweep (the MMG training range, U[2, 14])
 SWEEP_IMAGE = (1.0, 1.5, 2.0, 2.5, 3.0)    # s_I values of the sweep (U[1, 3])
-SWEEP_AXES = {"text": (SWEEP_TEXT, "edit_strength", metrics.edit_strength),  # slider -> (values, metric name, metric)
-              "image": (SWEEP_IMAGE, "psnr_to_source", metrics.psnr)}
+# slider -> (values, its metrics: the first keeps the report's top-level keys, the others go under "also");
+# a metric takes (output, source, target)
+SWEEP_AXES = {"text": (SWEEP_TEXT, {"edit_strength": lambda o, s, t: metrics.edit_strength(o, s),
+                                    "edit_progress": metrics.edit_progress}),
+              "image": (SWEEP_IMAGE, {"psnr_to_source": lambda o, s, t: metrics.psnr(o, s),
+                                      "structure_to_source": lambda o, s, t: metrics.structure_to_source(o, s)})}
 
 
 @dataclass(frozen=True)
@@ -194,9 +201,11 @@ def print_table(report: dict, file=sys.stdout) -> None:
             print(f"  {e:<26}" + "".join(f"{fmt(rs[c]):>21}" for c in cols), file=file)
     for name, axes in (report.get("sweep") or {}).items():
         for axis, r in axes.items():
-            print(f"\nsweep {name} s_{axis[0].upper()} {r['values']}: {r['metric']} {fmt_curve(r['mean_curve'])}, "
-                  f"spearman mean {r['spearman_mean']:.3f}, of the mean curve {r['spearman_of_mean_curve']:.3f}, "
-                  f"instruction accuracy {fmt_curve(r['instruction_accuracy'])}", file=file)
+            print(f"\nsweep {name} s_{axis[0].upper()} {r['values']}: instruction accuracy "
+                  f"{fmt_curve(r['instruction_accuracy'])}", file=file)
+            for metric, c in {r["metric"]: r, **r.get("also", {})}.items():
+                print(f"  {metric:<20} {fmt_curve(c['mean_curve'])}, spearman mean {c['spearman_mean']:.3f}, "
+                      f"of the mean curve {c['spearman_of_mean_curve']:.3f}", file=file)
     ae = report["autoencoder_psnr"]
     print(f"\nautoencoder_psnr: {fmt(ae['mean'])} dB  " + ", ".join(f"{k} {v:.2f}" for k, v in ae["per_clip"].items()),
           file=file)
@@ -316,30 +325,39 @@ def spread(items: list, n: int) -> list:
 
 def run_sweep(run: EditRunner, tasks, sources, base: EditRequest, frames: int, seed: int,
               which=tuple(SWEEP_AXES)) -> dict:
-    """Controllability of ``base.variant``: edit strength along ``SWEEP_TEXT``, faithfulness along ``SWEEP_IMAGE``
-    (the sliders named in ``which``); also the instruction accuracy at every swept value (is the default slider where
-    the model edits best?)."""
+    """Controllability of ``base.variant`` along ``SWEEP_TEXT`` and ``SWEEP_IMAGE`` (the sliders named in ``which``):
+    every metric of ``SWEEP_AXES`` per task and swept value, their Spearman correlations with the slider, and the
+    instruction accuracy at every swept value (is the default slider where the model edits best?)."""
     axes = {k: v for k, v in SWEEP_AXES.items() if k in which}
     targets = {clip: edits.all_targets(sources[clip][:frames], seed) for clip in {t.clip for t in tasks}}
     out = {}
-    for axis, (values, name, metric) in axes.items():
-        curves, hits = [], []
+    for axis, (values, named) in axes.items():
+        curves, hits = {name: [] for name in named}, []
         for t in tqdm(tasks, desc=f"sweep {base.variant} s_{axis[0].upper()}"):
-            src = sources[t.clip][:frames]
+            src, tgt = sources[t.clip][:frames], targets[t.clip][t.family]
             reqs = [replace(base, instruction=t.instruction, guidance=replace(base.guidance, **{axis: v}))
                     for v in values]
             outs = [run(src, r) for r in reqs]
-            curves.append([metric(o, src) for o in outs])
+            for name, metric in named.items():
+                curves[name].append([metric(o, src, tgt) for o in outs])
             hits.append([metrics.instruction_hit(o, t.family, targets[t.clip]) for o in outs])
-        mean_curve = np.mean(curves, axis=0).tolist()
-        per_task = [metrics.spearman(values, c) for c in curves]
-        out[axis] = {"values": list(values), "metric": name, "mean_curve": mean_curve,
-                     "spearman_mean": float(np.mean(per_task)), "spearman_per_task": per_task,
-                     "spearman_of_mean_curve": metrics.spearman(values, mean_curve),
+        first, *rest = named
+        out[axis] = {"values": list(values), "metric": first, **correlations(values, curves[first]),
                      "instruction_accuracy": np.mean(hits, axis=0).tolist(),
-                     "tasks": [{"clip": t.clip, "edit": t.family, "instruction": t.instruction, "curve": c}
-                               for t, c in zip(tasks, curves)]}
+                     "tasks": [{"clip": t.clip, "edit": t.family, "instruction": t.instruction,
+                                "curve": curves[first][i], "also": {n: curves[n][i] for n in rest}}
+                               for i, t in enumerate(tasks)],
+                     "also": {n: correlations(values, curves[n]) for n in rest}}
     return out
+
+
+def correlations(values, curves: list[list[float]]) -> dict:
+    """The mean curve, the Spearman correlation of each task's curve with ``values``, their mean, and that of the mean
+    curve."""
+    mean_curve = np.mean(curves, axis=0).tolist()
+    per_task = [metrics.spearman(values, c) for c in curves]
+    return {"mean_curve": mean_curve, "spearman_mean": float(np.mean(per_task)), "spearman_per_task": per_task,
+            "spearman_of_mean_curve": metrics.spearman(values, mean_curve)}
 
 
 if __name__ == "__main__":

@@ -59,6 +59,41 @@ def edit_strength(output: np.ndarray, source: np.ndarray) -> float:
     return float(np.mean(np.abs(output.astype(np.float32) - source.astype(np.float32)))) / 255.0
 
 
+def edit_progress(output: np.ndarray, source: np.ndarray, target: np.ndarray) -> float:
+    """Share of the requested change that the edit applied: the projection of ``output - source`` on
+    ``target - source``, over ``|target - source|^2`` (0 = nothing of it, 1 = exactly the target's change, above 1 =
+    overshoot). Unlike ``edit_strength`` it counts only change in the requested direction: the pixel-space analogue of
+    InstructPix2Pix's CLIP directional similarity (Brooks et al. 2023, quantitative evaluation). 0.0 when the target
+    equals the source (no change was requested)."""
+    o, s, t = (np.asarray(x, dtype=np.float64).ravel() for x in (output, source, target))
+    if not (o.shape == s.shape == t.shape):
+        raise ValueError(f"shape mismatch {output.shape}, {source.shape}, {target.shape}")
+    d = t - s
+    dd = float(d @ d)
+    return 0.0 if dd == 0 else float((o - s) @ d) / dd
+
+
+def _gradient_magnitude(frames: np.ndarray) -> np.ndarray:
+    from scipy import ndimage
+
+    y = frames.astype(np.float64).mean(-1)
+    return np.stack([np.hypot(ndimage.sobel(f, 0), ndimage.sobel(f, 1)) for f in y])
+
+
+def structure_to_source(output: np.ndarray, source: np.ndarray) -> float:
+    """Faithfulness to the source's structure: Pearson correlation of the Sobel gradient magnitudes of output and
+    source luma (1 = the same edges). A colour edit (invert, thermal, black and white) leaves it at 1 while it moves
+    PSNR to the source far down, so it is the faithfulness that image guidance controls; the analogue of
+    InstructPix2Pix's CLIP image similarity to the input (Brooks et al. 2023, quantitative evaluation). 0.0 for a
+    flat clip."""
+    if output.shape != source.shape:
+        raise ValueError(f"shape mismatch {output.shape} vs {source.shape}")
+    a, b = (_gradient_magnitude(x).ravel() for x in (output, source))
+    a, b = a - a.mean(), b - b.mean()
+    den = float(np.sqrt((a @ a) * (b @ b)))
+    return 0.0 if den == 0 else float(a @ b) / den
+
+
 def spearman(x, y) -> float:
     """Spearman rank correlation of two sequences (0.0 when either is constant: no trend to rank)."""
     from scipy.stats import spearmanr

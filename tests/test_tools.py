@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from editor import bench, evaluate, video_io
@@ -40,6 +41,10 @@ def test_evaluate_with_clockwork_and_sweep(tmp_path, clips_dir, tiny_family_dir)
         assert axes["text"]["values"] == list(evaluate.SWEEP_TEXT) and len(axes["image"]["mean_curve"]) == 5
         assert -1.0 <= axes["text"]["spearman_mean"] <= 1.0 and len(axes["image"]["spearman_per_task"]) == 1
         assert all(a in (0.0, 1.0) for a in axes["text"]["instruction_accuracy"])  # one task: hit or miss
+        for axis, extra in (("text", "edit_progress"), ("image", "structure_to_source")):
+            also, task = axes[axis]["also"][extra], axes[axis]["tasks"][0]
+            assert len(task["also"][extra]) == 5 and also["spearman_per_task"] == [
+                evaluate.metrics.spearman(evaluate.SWEEP_AXES[axis][0], task["also"][extra])]
     # the swept task's point at the default s_T (2.5 is not swept) / s_I (1.5) is the main run's edit: same hit
     swept = report["sweep"]["teacher"]["text"]["tasks"][0]
     row = next(r for r in teacher["rows"] if (r["clip"], r["edit"]) == (swept["clip"], swept["edit"]))
@@ -99,3 +104,21 @@ def test_bench_ratios_are_medians_of_within_round_ratios():
     summary_rows = bench.median_summary([{"frames": 2, "ms_per_frame": t, "fps": 1000 / t, "unet_passes_per_frame": 8,
                                           "stage_ms_per_frame": {"unet": t / 2}} for t in (100.0, 400.0, 120.0)])
     assert summary_rows["ms_per_frame"] == 120.0 and summary_rows["stage_ms_per_frame"]["unet"] == 60.0
+
+
+def test_sweep_metrics_edit_progress_and_structure(moving_frames):
+    m = evaluate.metrics
+    src = moving_frames
+    tgt = evaluate.edits.get_family("sepia").apply(src, 0)
+    half = ((src.astype(np.float64) + tgt) / 2).round().astype(np.uint8)
+    assert m.edit_progress(src, src, tgt) == 0.0 and m.edit_progress(tgt, src, tgt) == pytest.approx(1.0)
+    assert m.edit_progress(half, src, tgt) == pytest.approx(0.5, abs=0.01)
+    assert m.edit_progress(tgt, src, src) == 0.0  # no change requested
+    # invert keeps every edge: structure is intact while PSNR to the source collapses
+    inverted = 255 - src
+    assert m.structure_to_source(inverted, src) == pytest.approx(1.0) and m.psnr(inverted, src) < 15
+    assert m.structure_to_source(np.full_like(src, 128), src) == 0.0
+    shifted = np.roll(src, 7, axis=2)
+    assert m.structure_to_source(shifted, src) < 0.9
+    with pytest.raises(ValueError):
+        m.edit_progress(src[:1], src, tgt)

@@ -12,7 +12,7 @@ import torch
 from diffusers import AutoencoderTiny, UNet2DConditionModel
 
 from editor.loading import FAMILY_INDEX
-from editor.train import autoencoder, data, teacher
+from editor.train import autoencoder, data, deepen, teacher
 
 
 def _log(folder):
@@ -63,6 +63,32 @@ def test_teacher_warm_start_from_shipped_weights(tmp_path, tiny_family_dir):
     teacher.main(["--out", str(tmp_path / "b"), "--steps", "1", "--lr", "1e-9", "--init-from", str(fam / "unet")] + common)
     after = UNet2DConditionModel.from_pretrained(fam / "unet").conv_in.weight
     assert (after - before).abs().max() < 1e-5  # a tiny step from the saved weights, not a fresh init
+
+
+def test_deepen_adds_a_layer_per_block_and_keeps_the_function(tmp_path, tiny_family_dir):
+    unet = UNet2DConditionModel.from_pretrained(tiny_family_dir / "unet").eval()
+    deepen.main(["--from", str(tiny_family_dir / "unet"), "--out", str(tmp_path / "deep")])
+    deep = UNet2DConditionModel.from_pretrained(tmp_path / "deep").eval()
+    assert deep.config.layers_per_block == unet.config.layers_per_block + 1
+    assert all(len(b.resnets) == len(a.resnets) + 1 for a, b in zip(unet.down_blocks + unet.up_blocks,
+                                                                    deep.down_blocks + deep.up_blocks))
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, unet.config.in_channels, 8, 8, generator=g)
+    t, text = torch.tensor([900, 10]), torch.randn(2, 3, unet.config.cross_attention_dim, generator=g)
+    with torch.no_grad():
+        before, after = unet(x, t, text).sample, deep(x, t, text).sample
+        assert torch.allclose(before, after, atol=1e-5)
+        for block in (deep.down_blocks[-1], deep.up_blocks[0]):  # the new layers are in the path: opening one of
+            new = block.resnets[-1 if block in deep.down_blocks else 1]  # them changes the output
+            new.conv2.weight.normal_(generator=g)
+            assert not torch.allclose(deep(x, t, text).sample, after, atol=1e-3)
+            new.conv2.weight.zero_()
+    # and the teacher trains from it
+    fam = tmp_path / "fam"
+    shutil.copytree(tiny_family_dir / "autoencoder", fam / "autoencoder")
+    teacher.main(["--out", str(tmp_path / "run"), "--export", str(fam), "--steps", "1", "--pool", "2", "--batch", "4",
+                  "--crop", "4", "--full-every", "2", "--init-from", str(tmp_path / "deep")])
+    assert UNet2DConditionModel.from_pretrained(fam / "unet").config.layers_per_block == 2
 
 
 def test_null_text_anchor_targets_the_source_where_only_the_instruction_is_dropped():

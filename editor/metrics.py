@@ -82,8 +82,8 @@ def _gradient_magnitude(frames: np.ndarray) -> np.ndarray:
 
 def structure_to_source(output: np.ndarray, source: np.ndarray) -> float:
     """Faithfulness to the source's structure: Pearson correlation of the Sobel gradient magnitudes of output and
-    source luma (1 = the same edges). A colour edit (invert, thermal, black and white) leaves it at 1 while it moves
-    PSNR to the source far down, so it is the faithfulness that image guidance controls; the analogue of
+    source luma (1 = the same edges). Invert leaves it at exactly 1 and a colour edit (black and white, sepia) near 1
+    while they move PSNR to the source far down, so it is the faithfulness that image guidance controls; the analogue of
     InstructPix2Pix's CLIP image similarity to the input (Brooks et al. 2023, quantitative evaluation). 0.0 for a
     flat clip."""
     if output.shape != source.shape:

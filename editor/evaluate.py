@@ -203,7 +203,7 @@ def print_table(report: dict, file=sys.stdout) -> None:
         for axis, r in axes.items():
             print(f"\nsweep {name} s_{axis[0].upper()} {r['values']}: instruction accuracy "
                   f"{fmt_curve(r['instruction_accuracy'])}", file=file)
-            for metric, c in {r["metric"]: r, **r.get("also", {})}.items():
+            for metric, c in {r["metric"]: r, **r["also"]}.items():
                 print(f"  {metric:<20} {fmt_curve(c['mean_curve'])}, spearman mean {c['spearman_mean']:.3f}, "
                       f"of the mean curve {c['spearman_of_mean_curve']:.3f}", file=file)
     ae = report["autoencoder_psnr"]

@@ -26,6 +26,7 @@ applied (``edit_progress``, direction-aware), faithfulness as PSNR to the source
 correlation of edges with the source's (``structure_to_source``, blind to colour). The report gives, for each, the
 Spearman correlation per task (and its mean) and that of the mean curve.
 ``--sweep-axes image`` (or ``text``) sweeps one slider only: the teacher's sweep costs three UNet passes a step.
+``--sweep-text`` / ``--sweep-image`` replace a slider's swept values (at least 3, increasing).
 """
 from __future__ import annotations
 
@@ -242,12 +243,20 @@ def parse_args(argv=None):
     p.add_argument("--sweep-tasks", type=int, default=12, help="(clip, edit) tasks in the sweep, spread evenly")
     p.add_argument("--sweep-frames", type=int, default=4, help="frames per clip in the sweep")
     p.add_argument("--sweep-axes", default="text,image", help="comma-separated sliders to sweep: text, image")
+    p.add_argument("--sweep-text", type=float, nargs="+", default=SWEEP_TEXT, metavar="S_T",
+                   help=f"s_T values of the sweep (default {' '.join(map(str, SWEEP_TEXT))})")
+    p.add_argument("--sweep-image", type=float, nargs="+", default=SWEEP_IMAGE, metavar="S_I",
+                   help=f"s_I values of the sweep (default {' '.join(map(str, SWEEP_IMAGE))})")
     a = p.parse_args(argv)
     if not a.list_edits and a.clips is None:
         p.error("--clips is required")
     a.sweep_axes = [x.strip() for x in a.sweep_axes.split(",") if x.strip()]
     if not a.sweep_axes or set(a.sweep_axes) - set(SWEEP_AXES):
         p.error(f"--sweep-axes takes {' and/or '.join(SWEEP_AXES)}, got {','.join(a.sweep_axes) or 'nothing'}")
+    for name in ("sweep_text", "sweep_image"):
+        values = getattr(a, name)
+        if len(values) < 3 or sorted(set(values)) != list(values):
+            p.error(f"--{name.replace('_', '-')} takes at least 3 increasing values, got {values}")
     return a
 
 
@@ -292,8 +301,9 @@ def main(argv=None) -> dict | None:
               "autoencoder_psnr": autoencoder_psnr(family, sources, targets, fams), "seconds": seconds}
     if a.sweep:
         picked = spread(tasks, a.sweep_tasks)
+        grid = {"text": tuple(a.sweep_text), "image": tuple(a.sweep_image)}
         report["sweep"] = {v: run_sweep(run, picked, sources, replace(base, variant=v), a.sweep_frames, a.seed,
-                                        a.sweep_axes)
+                                        a.sweep_axes, grid)
                            for v in variants}
     report["cached_outputs"] = run.hits
     print_table(report)
@@ -324,11 +334,12 @@ def spread(items: list, n: int) -> list:
 
 
 def run_sweep(run: EditRunner, tasks, sources, base: EditRequest, frames: int, seed: int,
-              which=tuple(SWEEP_AXES)) -> dict:
-    """Controllability of ``base.variant`` along ``SWEEP_TEXT`` and ``SWEEP_IMAGE`` (the sliders named in ``which``):
-    every metric of ``SWEEP_AXES`` per task and swept value, their Spearman correlations with the slider, and the
-    instruction accuracy at every swept value (is the default slider where the model edits best?)."""
-    axes = {k: v for k, v in SWEEP_AXES.items() if k in which}
+              which=tuple(SWEEP_AXES), grid: dict | None = None) -> dict:
+    """Controllability of ``base.variant`` along ``SWEEP_TEXT`` and ``SWEEP_IMAGE`` (or the values ``grid`` gives per
+    slider; only the sliders named in ``which``): every metric of ``SWEEP_AXES`` per task and swept value, their
+    Spearman correlations with the slider, and the instruction accuracy at every swept value (is the default slider
+    where the model edits best?)."""
+    axes = {k: ((grid or {}).get(k, values), named) for k, (values, named) in SWEEP_AXES.items() if k in which}
     targets = {clip: edits.all_targets(sources[clip][:frames], seed) for clip in {t.clip for t in tasks}}
     out = {}
     for axis, (values, named) in axes.items():

@@ -59,6 +59,17 @@ def test_evaluate_with_clockwork_and_sweep(tmp_path, clips_dir, tiny_family_dir)
     assert list(image_only["sweep"]["teacher"]) == ["image"]
     assert image_only["sweep"]["teacher"]["image"] == report["sweep"]["teacher"]["image"]
     assert image_only["cached_outputs"] == 2 + 5
+    # a custom s_T grid: the values it shares with the default grid come from the cache with the same curve points
+    grid = [2.0, 3.5, 5.0]
+    custom = evaluate.main(["--clips", str(clips_dir), "--model", str(tiny_family_dir), "--size", "32",
+                            "--frames", "2", "--steps", "3", "--edits", "sepia,invert", "--variants", "teacher",
+                            "--sweep", "--sweep-tasks", "1", "--sweep-frames", "2", "--sweep-axes", "text",
+                            "--sweep-text", *map(str, grid), "--cache", str(tmp_path / "cache")])
+    text, old = custom["sweep"]["teacher"]["text"], report["sweep"]["teacher"]["text"]
+    assert text["values"] == grid and custom["cached_outputs"] == 2 + 2
+    assert [text["tasks"][0]["curve"][i] for i in (0, 2)] == [old["tasks"][0]["curve"][i] for i in (0, 1)]
+    with pytest.raises(SystemExit):
+        evaluate.parse_args(["--clips", str(clips_dir), "--sweep-text", "5", "2", "8"])
 
 
 def test_spread_and_full_step_variant():

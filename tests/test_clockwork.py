@@ -263,3 +263,13 @@ def test_train_clockwork_two_steps(tmp_path, tiny_family_dir, serve):
     frames = (torch.rand(3, 32, 32, 3) * 255).to(torch.uint8).numpy()
     out = Editor(family).edit_frames(frames, EditRequest("make it sepia", steps=4, variant=f"{serve}+clockwork"))
     assert out.frames.shape == frames.shape
+    if serve == "mmg":  # going on from the trained adaptor: it starts from those weights, not a fresh zero output
+        trained = {k: v.clone() for k, v in family.adaptors[serve].state_dict().items()}
+        (fam / "from").mkdir()
+        shutil.move(str(fam / "clockwork_mmg"), fam / "from" / "clockwork_mmg")
+        train_clockwork.main(["--serve", serve, "--out", str(tmp_path / "run2"), "--export", str(fam), "--steps", "1",
+                              "--pool", "2", "--batch", "2", "--lr", "1e-12",
+                              "--init-from", str(fam / "from" / "clockwork_mmg")])
+        again = load_family(fam).adaptors[serve].state_dict()
+        for k, v in trained.items():
+            torch.testing.assert_close(again[k], v, atol=1e-6, rtol=0)

@@ -16,7 +16,8 @@ for the training-free identity adaptor (``r_out^{k-1}`` as is), the baseline the
 
 Reads ``EXPORT/autoencoder`` and the served UNet (``EXPORT/student_mmg`` for ``--serve mmg``, ``EXPORT/unet`` for
 ``--serve teacher``); writes ``EXPORT/clockwork_mmg`` or ``EXPORT/clockwork_teacher`` (``save_pretrained`` plus
-``training.json``), which ``editor.loading.load_family`` picks up as ``family.adaptors``. Resumable.
+``training.json``), which ``editor.loading.load_family`` picks up as ``family.adaptors``. Resumable; ``--init-from``
+goes on from a trained adaptor (a fresh LR schedule).
 
     python -m editor.train.clockwork --serve mmg --out runs/clockwork_mmg --export data/models/embedded
 """
@@ -87,7 +88,11 @@ def main(argv=None):
              "writes clockwork_<serve>/", steps=400, batch=8, lr=1e-3, pool=500)
     p.add_argument("--serve", choices=sorted(SERVED), default="mmg", help="the model whose trajectories it learns")
     p.add_argument("--width", type=int, default=None, help="adaptor width (default: r_in's channels)")
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="an adaptor folder (save_pretrained) to go on training, e.g. the shipped one")
     a = p.parse_args(argv)
+    if a.init_from and a.width:
+        p.error("--width comes from the --init-from adaptor")
     torch.manual_seed(a.seed)
     export = Path(a.export)
     folder, wrap = SERVED[a.serve]
@@ -96,7 +101,8 @@ def main(argv=None):
     pool = pool_from_args(ae, a)
     bank, empty = instruction_bank(MiniLMEncoder())
     scheduler = make_scheduler(noise_scheduler().config)
-    adaptor = ResNetAdaptor.for_unet(unet, width=a.width).train()
+    adaptor = (ResNetAdaptor.from_pretrained(a.init_from) if a.init_from
+               else ResNetAdaptor.for_unet(unet, width=a.width)).train()
     g = torch.Generator().manual_seed(a.seed)
 
     def loss_fn(step):

@@ -166,6 +166,7 @@ def score(outputs: dict, tasks: list[Task], targets: dict, reference: str | None
             nearest = metrics.nearest_family(out, targets[t.clip])
             rows.append({"clip": t.clip, "edit": t.family, "instruction": t.instruction, "split": t.split,
                          "hit": nearest == t.family, "nearest": nearest,
+                         "hit_margin": metrics.hit_margin(out, t.family, targets[t.clip]),
                          "psnr_to_target": metrics.psnr(out, tgt),
                          "psnr_to_reference": metrics.psnr(out, ref) if ref is not None else None,
                          "psnr_to_full": metrics.psnr(out, full) if full is not None else None,

@@ -52,6 +52,13 @@ def instruction_hit(output: np.ndarray, requested: str, targets: dict[str, np.nd
     return nearest_family(output, targets) == requested
 
 
+def hit_margin(output: np.ndarray, requested: str, targets: dict[str, np.ndarray]) -> float:
+    """How clear the call is, in dB: PSNR to the requested family's target minus the highest PSNR to any other
+    family's target. Positive exactly when ``instruction_hit`` is true; near 0 when a small change would flip it."""
+    others = [psnr(output, t) for k, t in targets.items() if k != requested]
+    return psnr(output, targets[requested]) - max(others)
+
+
 def edit_strength(output: np.ndarray, source: np.ndarray) -> float:
     """How far the edit moved the clip: mean absolute difference to the source, as a share of 255."""
     if output.shape != source.shape:

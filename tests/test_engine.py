@@ -31,7 +31,14 @@ def test_families_are_mutually_distinguishable(moving_frames):
     targets = {k: f.apply(moving_frames, 0) for k, f in edits.FAMILIES.items()}
     for k in targets:
         assert metrics.instruction_hit(targets[k], k, targets)
+        assert metrics.hit_margin(targets[k], k, targets) > 0  # the target itself: 100 dB minus the runner-up
     assert len(edits.FAMILIES) >= 12
+    # halfway between sepia and warm: the margin changes sign between the two requests and is the same size
+    mid = ((targets["sepia"].astype(np.float64) + targets["warm"]) / 2).round().astype(np.uint8)
+    near_sepia = ((3 * targets["sepia"].astype(np.float64) + targets["warm"]) / 4).round().astype(np.uint8)
+    assert abs(metrics.hit_margin(mid, "sepia", targets) + metrics.hit_margin(mid, "warm", targets)) < 0.05
+    assert metrics.hit_margin(near_sepia, "sepia", targets) > 0 > metrics.hit_margin(near_sepia, "warm", targets)
+    assert metrics.instruction_hit(near_sepia, "sepia", targets)
 
 
 def test_snow_depends_on_seed_but_is_steady_within_a_clip(moving_frames):

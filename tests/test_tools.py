@@ -37,6 +37,7 @@ def test_evaluate_with_clockwork_and_sweep(tmp_path, clips_dir, tiny_family_dir)
     assert cw["n"] == 2 and set(cw["per_edit"]) == {"sepia", "invert"}
     for r in teacher["rows"] + cw["rows"]:  # a hit is exactly "the nearest target is the requested one"
         assert r["nearest"] in evaluate.edits.FAMILIES and r["hit"] == (r["nearest"] == r["edit"])
+        assert r["hit"] == (r["hit_margin"] > 0)
     for axes in report["sweep"].values():
         assert axes["text"]["values"] == list(evaluate.SWEEP_TEXT) and len(axes["image"]["mean_curve"]) == 5
         assert -1.0 <= axes["text"]["spearman_mean"] <= 1.0 and len(axes["image"]["spearman_per_task"]) == 1

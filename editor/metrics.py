@@ -54,7 +54,8 @@ def instruction_hit(output: np.ndarray, requested: str, targets: dict[str, np.nd
 
 def hit_margin(output: np.ndarray, requested: str, targets: dict[str, np.ndarray]) -> float:
     """How clear the call is, in dB: PSNR to the requested family's target minus the highest PSNR to any other
-    family's target. Positive exactly when ``instruction_hit`` is true; near 0 when a small change would flip it."""
+    family's target: positive on a hit, negative on a miss (0 on an exact tie); near 0 when a small change would
+    flip the call."""
     others = [psnr(output, t) for k, t in targets.items() if k != requested]
     return psnr(output, targets[requested]) - max(others)
 

@@ -273,3 +273,12 @@ def test_train_clockwork_two_steps(tmp_path, tiny_family_dir, serve):
         again = load_family(fam).adaptors[serve].state_dict()
         for k, v in trained.items():
             torch.testing.assert_close(again[k], v, atol=1e-6, rtol=0)
+        # an adaptor built for another UNet is refused up front
+        from editor.clockwork import ResNetAdaptor
+        cfg = dict(family.adaptors[serve].config)
+        wrong = ResNetAdaptor(**{k: cfg[k] for k in ("in_channels", "out_channels", "width", "norm_num_groups",
+                                                     "norm_eps", "split_level")}, temb_channels=cfg["temb_channels"] + 8)
+        wrong.save_pretrained(fam / "wrong")
+        with pytest.raises(SystemExit, match="do not fit"):
+            train_clockwork.main(["--serve", serve, "--out", str(tmp_path / "run3"), "--export", str(fam), "--steps", "1",
+                                  "--pool", "2", "--batch", "2", "--init-from", str(fam / "wrong")])

@@ -82,6 +82,17 @@ def trajectory_loss(unet, wrap, adaptor, scheduler, source, text, empty, s_t, s_
             "steps": torch.tensor(float(steps)), "clock": torch.tensor(float(clock))}
 
 
+def _adaptor_to_go_on(folder: Path, unet) -> ResNetAdaptor:
+    """The saved adaptor in ``folder``, checked against ``unet``'s split (a clear error, not a shape error mid-run)."""
+    adaptor = ResNetAdaptor.from_pretrained(folder)
+    fits = ResNetAdaptor.for_unet(unet, split_level=adaptor.config.split_level, width=adaptor.config.width).config
+    keys = ("in_channels", "out_channels", "temb_channels")
+    if any(adaptor.config[k] != fits[k] for k in keys):
+        raise SystemExit(f"--init-from {folder}: the adaptor's {[adaptor.config[k] for k in keys]} channels do not fit "
+                         f"the served UNet ({[fits[k] for k in keys]})")
+    return adaptor
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_args(p, out="runs/clockwork_mmg", export_help="family folder: reads the served UNet and autoencoder/, "
@@ -101,8 +112,8 @@ def main(argv=None):
     pool = pool_from_args(ae, a)
     bank, empty = instruction_bank(MiniLMEncoder())
     scheduler = make_scheduler(noise_scheduler().config)
-    adaptor = (ResNetAdaptor.from_pretrained(a.init_from) if a.init_from
-               else ResNetAdaptor.for_unet(unet, width=a.width)).train()
+    adaptor = (_adaptor_to_go_on(a.init_from, unet) if a.init_from else ResNetAdaptor.for_unet(unet, width=a.width))
+    adaptor.train()
     g = torch.Generator().manual_seed(a.seed)
 
     def loss_fn(step):

@@ -108,12 +108,13 @@ def main(argv=None):
     export = Path(a.export)
     folder, wrap = SERVED[a.serve]
     unet = UNet2DConditionModel.from_pretrained(export / folder).eval().requires_grad_(False)
+    resumed = _adaptor_to_go_on(a.init_from, unet) if a.init_from else None  # checked before the pool is built
     ae = AutoencoderTiny.from_pretrained(export / "autoencoder").eval()
     pool = pool_from_args(ae, a)
     bank, empty = instruction_bank(MiniLMEncoder())
     scheduler = make_scheduler(noise_scheduler().config)
-    adaptor = (_adaptor_to_go_on(a.init_from, unet) if a.init_from else ResNetAdaptor.for_unet(unet, width=a.width))
-    adaptor.train()
+    # a fresh adaptor is built here, after the text encoder, so earlier runs' initialisations reproduce
+    adaptor = (resumed if resumed is not None else ResNetAdaptor.for_unet(unet, width=a.width)).train()
     g = torch.Generator().manual_seed(a.seed)
 
     def loss_fn(step):

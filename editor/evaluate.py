@@ -163,11 +163,12 @@ def score(outputs: dict, tasks: list[Task], targets: dict, reference: str | None
             out, tgt = outputs[(variant, t)], targets[t.clip][t.family]
             ref = outputs.get((reference, t)) if reference and variant != reference else None
             full = outputs.get((full_step_variant(variant), t))
-            nearest = metrics.nearest_family(out, targets[t.clip])
+            scores = metrics.target_psnrs(out, targets[t.clip])  # one PSNR per family, for all three fields
+            nearest = max(scores, key=scores.get)
             rows.append({"clip": t.clip, "edit": t.family, "instruction": t.instruction, "split": t.split,
                          "hit": nearest == t.family, "nearest": nearest,
-                         "hit_margin": metrics.hit_margin(out, t.family, targets[t.clip]),
-                         "psnr_to_target": metrics.psnr(out, tgt),
+                         "hit_margin": metrics.margin_of(scores, t.family),
+                         "psnr_to_target": scores[t.family],
                          "psnr_to_reference": metrics.psnr(out, ref) if ref is not None else None,
                          "psnr_to_full": metrics.psnr(out, full) if full is not None else None,
                          "flicker_ratio": metrics.flicker_ratio(out, tgt)})

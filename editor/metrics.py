@@ -42,9 +42,15 @@ def flicker_ratio(output: np.ndarray, target: np.ndarray) -> float:
     return temporal_change(output) / max(ref, 1e-6)
 
 
+def target_psnrs(output: np.ndarray, targets: dict[str, np.ndarray]) -> dict[str, float]:
+    """PSNR of ``output`` to every family's target, computed once for the nearest family, the hit and its margin."""
+    return {k: psnr(output, t) for k, t in targets.items()}
+
+
 def nearest_family(output: np.ndarray, targets: dict[str, np.ndarray]) -> str:
     """The family whose target is nearest (highest PSNR) to ``output``."""
-    return max(targets, key=lambda k: psnr(output, targets[k]))
+    scores = target_psnrs(output, targets)
+    return max(scores, key=scores.get)
 
 
 def instruction_hit(output: np.ndarray, requested: str, targets: dict[str, np.ndarray]) -> bool:
@@ -56,8 +62,12 @@ def hit_margin(output: np.ndarray, requested: str, targets: dict[str, np.ndarray
     """How clear the call is, in dB: PSNR to the requested family's target minus the highest PSNR to any other
     family's target: positive on a hit, negative on a miss (0 on an exact tie); near 0 when a small change would
     flip the call."""
-    others = [psnr(output, t) for k, t in targets.items() if k != requested]
-    return psnr(output, targets[requested]) - max(others)
+    return margin_of(target_psnrs(output, targets), requested)
+
+
+def margin_of(scores: dict[str, float], requested: str) -> float:
+    """``hit_margin`` from the PSNRs ``target_psnrs`` already gave."""
+    return scores[requested] - max(v for k, v in scores.items() if k != requested)
 
 
 def edit_strength(output: np.ndarray, source: np.ndarray) -> float:

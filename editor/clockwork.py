@@ -373,10 +373,12 @@ class ClockworkUNet:
             raise ValueError(f"timestep {_first_t(t)} after {self._t}: a new clip needs reset() "
                              "or a fresh ClockworkUNet")
 
-    def adapt(self, r_in: torch.Tensor, emb: torch.Tensor, middle: Callable[[], torch.Tensor]) -> torch.Tensor:
+    def adapt(self, r_in: torch.Tensor, emb: torch.Tensor, middle: Callable[[], torch.Tensor],
+              finish: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """``r_out`` at an adaptor step: ``phi(r_in^t, r_out^{t-1}, t)``. ``middle()`` would compute the true low-res
-        middle; inference never calls it (that is the saving), the adaptor's training (``editor.train.clockwork``)
-        overrides this method to use it as the regression target."""
+        middle and ``finish(r_out)`` the UNet output from an ``r_out``; inference calls neither (the saving is not
+        running the middle), the adaptor's training (``editor.train.clockwork``) overrides this method to use them
+        for its regression targets."""
         return self.adaptor(r_in, self._r_out, emb)
 
     def __call__(self, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor,
@@ -394,14 +396,17 @@ class ClockworkUNet:
 
         def middle() -> torch.Tensor:
             return low_res_middle(unet, r_in, emb, ehs, cross_attention_kwargs, level, out_size)
+
+        def finish(r_out: torch.Tensor) -> torch.Tensor:
+            return high_res_out(unet, r_out, skips, emb, ehs, cross_attention_kwargs, level)
         if self.step % self.clock_config.clock == 0:
             self._r_out = middle()
             self.full_passes += 1
         else:
-            self._r_out = self.adapt(r_in, emb, middle)
+            self._r_out = self.adapt(r_in, emb, middle, finish)
             self.adaptor_passes += 1
         self.step += 1
-        out = high_res_out(unet, self._r_out, skips, emb, ehs, cross_attention_kwargs, level)
+        out = finish(self._r_out)
         return UNet2DConditionOutput(sample=out) if return_dict else (out,)
 
 

@@ -234,9 +234,35 @@ def test_training_unroll_is_the_inference_trajectory(tiny_family, unet3):
     assert float(torch.stack(trainer.losses).detach().sum()) > 0  # the middle's output does move between steps
 
 
+def test_prediction_loss_is_the_guided_prediction_error(unet3):
+    """``head`` = Eq. 1: with a fresh (identity-equal) adaptor, the one loss of a clock-2 pair of steps is the MSE
+    between the identity Clockwork teacher's guided prediction and the full UNet's, and it has a graph."""
+    from editor.train.clockwork import AdaptorTrainingUNet, prediction_head
+
+    c = _cond(h=8, w=8)
+    x0, x1 = torch.randn(2, 2, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    t0, t1 = torch.full((2,), 900), torch.full((2,), 700)
+    trainer = AdaptorTrainingUNet(unet3, ClockworkConfig(clock=2, adaptor="trained"), ResNetAdaptor.for_unet(unet3),
+                                  prediction_head(ThreePassGuidance, c.guidance))
+    with torch.no_grad():
+        teacher = ThreePassGuidance(trainer)
+        teacher(x0, t0, c)
+        got = teacher(x1, t1, c)
+        identity = ClockworkDenoiser(unet3, ClockworkConfig(clock=2))
+        identity(x0, t0, c)
+        want = identity(x1, t1, c)
+        full = ThreePassGuidance(unet3)(x1, t1, c)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)  # the trajectory still follows inference
+    assert len(trainer.losses) == 1 and trainer.losses[0].requires_grad
+    torch.testing.assert_close(trainer.losses[0].detach(), (want - full).pow(2).mean(), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(trainer.identity_losses[0], (want - full).pow(2).mean(), atol=1e-6, rtol=1e-5)
+    assert float(trainer.losses[0]) > 0  # stale features do change the guided prediction
+
+
 @pytest.mark.parametrize("serve", ["teacher", "mmg"])
 def test_train_clockwork_two_steps(tmp_path, tiny_family_dir, serve):
-    """Two steps of adaptor training for each served model; the family then offers the ``+clockwork`` variant."""
+    """Two steps of adaptor training for each served model (the teacher's with the loss on its guided prediction);
+    the family then offers the ``+clockwork`` variant."""
     import json
     import shutil
 
@@ -252,11 +278,14 @@ def test_train_clockwork_two_steps(tmp_path, tiny_family_dir, serve):
     shutil.copytree(tiny_family_dir, fam)
     if serve == "mmg":
         student_from_teacher(UNet2DConditionModel.from_pretrained(fam / "unet")).save_pretrained(fam / "student_mmg")
+    loss = ["--loss", "prediction"] if serve == "teacher" else []
     train_clockwork.main(["--serve", serve, "--out", str(tmp_path / "run"), "--export", str(fam), "--steps", "2",
-                          "--pool", "2", "--batch", "2", "--lr", "1e-2"])
+                          "--pool", "2", "--batch", "2", "--lr", "1e-2", *loss])
     rows = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == [0, 1]
     assert all(r["loss"] >= 0 and r["identity_mse"] > 0 for r in rows if "loss" in r)
+    assert json.loads((fam / f"clockwork_{serve}" / "training.json").read_text())["args"]["loss"] == (
+        "prediction" if loss else "features")
     family = load_family(fam)
     assert serve in family.adaptors and f"{serve}+clockwork" in available_variants(family)
     assert torch.count_nonzero(family.adaptors[serve].conv_out.weight) > 0  # it learned something

@@ -14,6 +14,11 @@ setting) and clock (2 to 4); each sample its source frame, instruction (seen par
 (``s_T ~ U[2, 14]``, ``s_I ~ U[1, 3]``, as the MMG student was trained). ``identity_mse`` in the log is the same loss
 for the training-free identity adaptor (``r_out^{k-1}`` as is), the baseline the trained one must beat.
 
+``--loss prediction`` regresses the denoiser's prediction instead of the features: both ``r_out`` go through the
+frozen high-res part and, for the teacher, through Eq. 1 (``e_u + s_I (e_i - e_u) + s_T (e_f - e_i)``). The identity
+adaptor's stale features are shared by the three branches, so much of their error cancels in those differences; a
+feature loss per branch does not ask for that, and the teacher's feature-loss adaptor came out worse than identity.
+
 Reads ``EXPORT/autoencoder`` and the served UNet (``EXPORT/student_mmg`` for ``--serve mmg``, ``EXPORT/unet`` for
 ``--serve teacher``); writes ``EXPORT/clockwork_mmg`` or ``EXPORT/clockwork_teacher`` (``save_pretrained`` plus
 ``training.json``), which ``editor.loading.load_family`` picks up as ``family.adaptors``. Resumable; ``--init-from``
@@ -26,12 +31,13 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Callable
 
 import torch
 from diffusers import AutoencoderTiny, UNet2DConditionModel
 
 from editor.clockwork import ClockworkConfig, ClockworkUNet, ResNetAdaptor
-from editor.guidance import Conditioning, PerSampleGuidance, ThreePassGuidance
+from editor.guidance import Conditioning, PerSampleGuidance, ThreePassGuidance, combine
 from editor.loading import adaptor_dir
 from editor.mmg import TRAIN_IMAGE_RANGE, TRAIN_TEXT_RANGE, MMGDenoiser
 from editor.sampling import make_scheduler, sample
@@ -46,22 +52,50 @@ STEP_CHOICES = (8, 8, 8, 4, 6, 10, 12, 16, 20)  # mostly the paper's 8 steps; ot
 CLOCK_CHOICES = (2, 3, 4)
 
 
+LOSSES = ("features", "prediction")
+
+
 class AdaptorTrainingUNet(ClockworkUNet):
     """A :class:`ClockworkUNet` that, at every adaptor step, also runs the true middle and records the adaptor's
-    regression loss (and the identity adaptor's, for reference); the trajectory goes on from the adaptor's output."""
+    regression loss (and the identity adaptor's, for reference); the trajectory goes on from the adaptor's output.
+
+    ``head`` picks what is regressed. ``None``: the middle's output features ``r_out`` (the paper's loss).
+    A function from the UNet's (batched) output to the denoiser's prediction, e.g. :func:`prediction_head`'s Eq. 1
+    for the 3-pass teacher: that prediction, through the frozen high-res part -- the quantity the sampler uses, in
+    which the errors of the three branches meet multiplied by ``s_T`` and ``s_I``."""
+
+    def __init__(self, unet, config: ClockworkConfig, adaptor, head: Callable | None = None):
+        self.head = head
+        super().__init__(unet, config, adaptor)
 
     def reset(self) -> None:
         super().reset()
         self.losses, self.identity_losses = [], []
 
-    def adapt(self, r_in, emb, middle):
+    def adapt(self, r_in, emb, middle, finish):
         with torch.no_grad():
             target = middle()
         with torch.enable_grad():  # the sampler runs under no_grad; the adaptor's loss needs a graph
             pred = self.adaptor(r_in, self._r_out, emb)
-            self.losses.append((pred.float() - target.float()).pow(2).mean())
-        self.identity_losses.append((self._r_out - target).pow(2).mean().detach())
+            if self.head is None:
+                self._record(pred, target, self._r_out)
+            else:
+                with torch.no_grad():
+                    want, identity = self.head(finish(target)), self.head(finish(self._r_out))
+                self._record(self.head(finish(pred)), want, identity)
         return pred.detach()
+
+    def _record(self, got: torch.Tensor, want: torch.Tensor, identity: torch.Tensor) -> None:
+        self.losses.append((got.float() - want.float()).pow(2).mean())
+        self.identity_losses.append((identity.float() - want.float()).pow(2).mean().detach())
+
+
+def prediction_head(wrap, guidance) -> Callable:
+    """The denoiser's prediction from one batched UNet output: MoViE Eq. 1 on the three branches for the 3-pass
+    teacher (``ThreePassGuidance`` batches them in that order), the output itself for a 1-pass student."""
+    if wrap.passes_per_step == 3:
+        return lambda out: combine(*out.chunk(3), guidance)
+    return lambda out: out
 
 
 def _pick(choices, g: torch.Generator):
@@ -69,16 +103,18 @@ def _pick(choices, g: torch.Generator):
 
 
 def trajectory_loss(unet, wrap, adaptor, scheduler, source, text, empty, s_t, s_i, steps: int, clock: int,
-                    g: torch.Generator) -> dict:
-    """Unroll one batch of sampling trajectories with Clockwork and return the adaptor's mean loss."""
+                    g: torch.Generator, loss: str = "features") -> dict:
+    """Unroll one batch of sampling trajectories with Clockwork and return the adaptor's mean loss (``loss``: one
+    of :data:`LOSSES`, see :class:`AdaptorTrainingUNet`)."""
     noise = torch.randn(source.shape, generator=g).to(source)
     guidance = PerSampleGuidance.of(s_t, s_i, len(source), source)
     cond = Conditioning(source=source, text=text, empty=empty.expand_as(text), guidance=guidance)
-    trainer = AdaptorTrainingUNet(unet, ClockworkConfig(clock=clock, adaptor="trained"), adaptor)
+    head = prediction_head(wrap, guidance) if loss == "prediction" else None
+    trainer = AdaptorTrainingUNet(unet, ClockworkConfig(clock=clock, adaptor="trained"), adaptor, head)
     sample(wrap(trainer), noise, cond, scheduler, steps)
-    loss = torch.stack(trainer.losses).mean()
+    mse = torch.stack(trainer.losses).mean()
     identity = torch.stack(trainer.identity_losses).mean()
-    return {"loss": loss, "identity_mse": identity, "ratio_to_identity": loss.detach() / identity,
+    return {"loss": mse, "identity_mse": identity, "ratio_to_identity": mse.detach() / identity,
             "steps": torch.tensor(float(steps)), "clock": torch.tensor(float(clock))}
 
 
@@ -99,6 +135,9 @@ def main(argv=None):
              "writes clockwork_<serve>/", steps=400, batch=8, lr=1e-3, pool=500)
     p.add_argument("--serve", choices=sorted(SERVED), default="mmg", help="the model whose trajectories it learns")
     p.add_argument("--width", type=int, default=None, help="adaptor width (default: r_in's channels)")
+    p.add_argument("--loss", choices=LOSSES, default="features",
+                   help="regress the middle's output features (the paper) or the denoiser's prediction (for the "
+                        "teacher: Eq. 1 on its three branches)")
     p.add_argument("--init-from", type=Path, default=None,
                    help="an adaptor folder (save_pretrained) to go on training, e.g. the shipped one")
     a = p.parse_args(argv)
@@ -127,7 +166,8 @@ def main(argv=None):
         s_t = uniform(*TRAIN_TEXT_RANGE, a.batch, g)
         s_i = uniform(*TRAIN_IMAGE_RANGE, a.batch, g)
         return trajectory_loss(unet, wrap, adaptor, scheduler, source, bank[fam, par].to(adaptor.device),
-                               empty.to(adaptor.device), s_t, s_i, _pick(STEP_CHOICES, g), _pick(CLOCK_CHOICES, g), g)
+                               empty.to(adaptor.device), s_t, s_i, _pick(STEP_CHOICES, g), _pick(CLOCK_CHOICES, g), g,
+                               a.loss)
 
     def save_fn(model, out: Path):
         dest = export / adaptor_dir(a.serve)

@@ -50,9 +50,7 @@ from editor.variants import STUDENT_MMG
 SERVED = {"mmg": (STUDENT_MMG, MMGDenoiser), "teacher": ("unet", ThreePassGuidance)}
 STEP_CHOICES = (8, 8, 8, 4, 6, 10, 12, 16, 20)  # mostly the paper's 8 steps; others so the app's settings work too
 CLOCK_CHOICES = (2, 3, 4)
-
-
-LOSSES = ("features", "prediction")
+LOSSES = ("features", "prediction")  # what the adaptor regresses: AdaptorTrainingUNet's head None, or prediction_head
 
 
 class AdaptorTrainingUNet(ClockworkUNet):

@@ -406,8 +406,13 @@ class ClockworkUNet:
             self._r_out = self.adapt(r_in, emb, middle, finish)
             self.adaptor_passes += 1
         self.step += 1
-        out = finish(self._r_out)
+        out = self.output(finish)
         return UNet2DConditionOutput(sample=out) if return_dict else (out,)
+
+    def output(self, finish: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """The UNet output of this step, ``finish(r_out)``; adaptor training overrides it to reuse the output it has
+        already computed for its loss."""
+        return finish(self._r_out)
 
 
 class ClockworkDenoiser:

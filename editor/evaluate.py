@@ -164,7 +164,7 @@ def score(outputs: dict, tasks: list[Task], targets: dict, reference: str | None
             ref = outputs.get((reference, t)) if reference and variant != reference else None
             full = outputs.get((full_step_variant(variant), t))
             scores = metrics.target_psnrs(out, targets[t.clip])  # one PSNR per family, for all three fields
-            nearest = max(scores, key=scores.get)
+            nearest = metrics.nearest_of(scores)
             rows.append({"clip": t.clip, "edit": t.family, "instruction": t.instruction, "split": t.split,
                          "hit": nearest == t.family, "nearest": nearest,
                          "hit_margin": metrics.margin_of(scores, t.family),

@@ -49,7 +49,11 @@ def target_psnrs(output: np.ndarray, targets: dict[str, np.ndarray]) -> dict[str
 
 def nearest_family(output: np.ndarray, targets: dict[str, np.ndarray]) -> str:
     """The family whose target is nearest (highest PSNR) to ``output``."""
-    scores = target_psnrs(output, targets)
+    return nearest_of(target_psnrs(output, targets))
+
+
+def nearest_of(scores: dict[str, float]) -> str:
+    """``nearest_family`` from the PSNRs ``target_psnrs`` already gave."""
     return max(scores, key=scores.get)
 
 

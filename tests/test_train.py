@@ -12,7 +12,7 @@ import torch
 from diffusers import AutoencoderTiny, UNet2DConditionModel
 
 from editor.loading import FAMILY_INDEX
-from editor.train import autoencoder, data, deepen, teacher
+from editor.train import autoencoder, data, deepen, teacher, widen
 
 
 def _log(folder):
@@ -214,3 +214,34 @@ def test_partial_edits_mix_full_and_partial_strengths():
     partial = a < 1
     assert 10 < int(partial.sum()) < 54 and bool(((a[partial] >= 0.2) & (a[partial] <= 0.6)).all())
     assert torch.equal(a[~partial], torch.ones(int((~partial).sum())))
+
+
+def test_widen_copies_the_first_block_exactly_and_breaks_the_symmetry(tmp_path, tiny_family_dir):
+    unet = UNet2DConditionModel.from_pretrained(tiny_family_dir / "unet").eval()
+    widen.main(["--from", str(tiny_family_dir / "unet"), "--out", str(tmp_path / "wide"), "--factor", "3"])
+    wide = UNet2DConditionModel.from_pretrained(tmp_path / "wide").eval()
+    c = unet.config.block_out_channels[0]
+    assert wide.config.block_out_channels[0] == 3 * c
+    assert list(wide.config.block_out_channels[1:]) == list(unet.config.block_out_channels[1:])
+    feats = {}
+    for name, m in (("old", unet), ("new", wide)):
+        m.down_blocks[0].register_forward_hook(lambda mod, inp, out, name=name: feats.__setitem__(name, out[0]))
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, unet.config.in_channels, 8, 8, generator=g)
+    t, text = torch.tensor([900, 10]), torch.randn(2, 3, unet.config.cross_attention_dim, generator=g)
+    with torch.no_grad():
+        out = wide(x, t, text).sample
+        unet(x, t, text)
+    assert out.shape == x[:, : unet.config.out_channels].shape and torch.isfinite(out).all()
+    # the first block's features are two copies of the old ones: its convs read the split weights, its norms the copies
+    old, new = feats["old"], feats["new"].unflatten(1, (c, 3))
+    assert all(torch.allclose(new[:, :, j], old, atol=1e-5) for j in range(3))
+    # the zero-sum split differs between the copies, so training can pull them apart
+    w = wide.down_blocks[0].resnets[0].conv1.weight.unflatten(1, (c, 3))
+    assert not torch.allclose(w[:, :, 0], w[:, :, 1])
+    assert torch.allclose(w.sum(2), unet.down_blocks[0].resnets[0].conv1.weight.index_select(
+        0, widen.channel_map(c, 3 * c, c, 3)), atol=1e-6)
+    with pytest.raises(ValueError, match="not \\[native"):
+        widen.channel_map(50, 100, 48, 2)
+    with pytest.raises(ValueError, match="shortcut"):  # 2 x 16 = the second block's 32
+        widen.widen(unet, factor=2)

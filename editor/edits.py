@@ -240,3 +240,29 @@ def family_of(instruction: str) -> str | None:
         if key in (p.lower() for p in fam.paraphrases):
             return fam.id
     return None
+
+
+# Extra training wordings (``--templated-instructions`` of the teacher and student trainers): each family's terms,
+# found verbatim in its seen paraphrases, in fixed carrier phrases. MiniLM's sentence embedding places 24 of 26
+# held-out paraphrases nearest a seen paraphrase of their own family, yet a UNet trained on four exact sentences a
+# family misses edits with held-out wording that it makes with seen wording; varying the sentence around the terms
+# asks it to read the family from the terms. The held-out paraphrases stay unseen: no template or term comes from them.
+TRAINING_TEMPLATES = ("{}", "apply a {} filter", "give the video a {} style", "{} look, please")
+TRAINING_TERMS = {
+    "black_and_white": ("black and white", "monochrome"), "sepia": ("sepia", "brownish vintage sepia"),
+    "night": ("night", "dark and moonlit"), "sunset": ("sunset", "golden hour"), "snow": ("snow", "snowy winter"),
+    "fog": ("thick fog", "mist"), "cartoon": ("cartoon", "cel-shaded comic"),
+    "pencil_sketch": ("pencil sketch", "graphite sketch"), "thermal": ("thermal imaging", "infrared heat vision"),
+    "pixel_art": ("pixel art", "retro pixel graphics"), "invert": ("photo negative", "negative image"),
+    "warm": ("warm color grade", "warm tone"), "cool": ("cool blue color grade", "cold blue tone"),
+}
+
+
+def training_instructions(family: EditFamily, templated: bool = False) -> tuple[str, ...]:
+    """The wordings a trainer uses for ``family``: its seen paraphrases, plus with ``templated`` every
+    ``TRAINING_TEMPLATES`` x ``TRAINING_TERMS`` wording (the same count for every family)."""
+    seen = family.instructions("seen")
+    if not templated:
+        return seen
+    return seen + tuple(t.format(term) for term in TRAINING_TERMS[family.id] for t in TRAINING_TEMPLATES)
+

@@ -15,7 +15,8 @@ edits the clip with the same seed; the metrics (DESIGN.md section 5) are
 * ``flicker_ratio``: mean absolute frame-to-frame change of the output over that of the target clip;
 
 with per-edit breakdowns, accuracy split by seen / held-out paraphrase, and ``autoencoder_psnr`` of the family (on the
-clips' source frames).
+clips' source frames and the targets), with the reference level ``exact_edit``: the exact edits computed from what the
+autoencoder keeps of the source and passed through it, scored like a variant.
 
 ``--sweep`` adds the controllability sweep (DESIGN.md section 5; MoViE keeps both sliders working after
 distillation): on ``--sweep-tasks`` of the (clip, edit) tasks, each variant edits the first ``--sweep-frames`` frames
@@ -140,18 +141,40 @@ def make_tasks(clips: list[str], families: list[str], paraphrases: str, custom: 
     return tasks
 
 
-def autoencoder_psnr(family, clips: dict[str, np.ndarray], targets: dict, families: list[str]) -> dict:
+def autoencoder_psnr(family, clips: dict[str, np.ndarray], targets: dict, families: list[str], seed: int = 0) -> dict:
     """Reconstruction PSNR of the family's autoencoder on each clip's source frames and, per edit family, on the
     target clips (``targets[clip][family]``): the latter bounds what any variant can reach in PSNR to target (its
-    output is a decoded latent)."""
-    def rec_psnr(frames):
-        return metrics.psnr(images_to_frames(family.decode(family.encode(frames_to_images(frames)))), frames)
+    output is a decoded latent). ``exact_edit`` is the reference level of ``exact_edit_through``."""
+    def round_trip(frames):
+        return images_to_frames(family.decode(family.encode(frames_to_images(frames))))
 
-    per = {name: rec_psnr(frames) for name, frames in clips.items()}
-    per_family = {f: metrics.mean_or_none(rec_psnr(targets[clip][f]) for clip in clips) for f in families}
+    per = {name: metrics.psnr(round_trip(frames), frames) for name, frames in clips.items()}
+    per_family = {f: metrics.mean_or_none(metrics.psnr(round_trip(targets[clip][f]), targets[clip][f])
+                                          for clip in clips) for f in families}
     bicubic = {name: metrics.downsample_psnr(frames, 4) for name, frames in clips.items()}
     return {"mean": metrics.mean_or_none(per.values()), "per_clip": per, "per_family": per_family,
-            "bicubic_x4_per_clip": bicubic}
+            "bicubic_x4_per_clip": bicubic,
+            "exact_edit": exact_edit_through(round_trip, clips, targets, families, seed)}
+
+
+def exact_edit_through(round_trip, clips: dict[str, np.ndarray], targets: dict, families: list[str],
+                       seed: int = 0) -> dict:
+    """What an editor that computed every edit exactly, but saw the source only through the autoencoder and answered
+    through it, would score: each family's edit (``editor.edits``) applied to ``round_trip(source)`` and round-tripped
+    again, scored like a variant (nearest target, PSNR to target). A reference level for ``instruction_accuracy`` and
+    ``psnr_to_target``, not a strict bound (a model may map latents to latents better than this pixel-space route):
+    a miss here means the edit's target depends on detail the latent does not keep (e.g. cartoon's colour
+    quantisation and ink thresholds on a fine texture)."""
+    rows = []
+    for clip, frames in clips.items():
+        seen = round_trip(frames)
+        for f in families:
+            scores = metrics.target_psnrs(round_trip(edits.get_family(f).apply(seen, seed)), targets[clip])
+            nearest = metrics.nearest_of(scores)
+            rows.append({"clip": clip, "edit": f, "hit": nearest == f, "nearest": nearest,
+                         "hit_margin": metrics.margin_of(scores, f), "psnr_to_target": scores[f]})
+    return {"instruction_accuracy": float(np.mean([r["hit"] for r in rows])),
+            "psnr_to_target": metrics.mean_or_none(r["psnr_to_target"] for r in rows), "n": len(rows), "rows": rows}
 
 
 def score(outputs: dict, tasks: list[Task], targets: dict, reference: str | None) -> dict:
@@ -216,6 +239,11 @@ def print_table(report: dict, file=sys.stdout) -> None:
           + ", ".join(f"{k} {v:.2f}" for k, v in ae["bicubic_x4_per_clip"].items()), file=file)
     print("autoencoder_psnr on the targets (the ceiling of psnr_to_target): "
           + ", ".join(f"{k} {v:.2f}" for k, v in ae["per_family"].items()), file=file)
+    ex = ae["exact_edit"]
+    misses = [f"{r['clip']}:{r['edit']}->{r['nearest']}" for r in ex["rows"] if not r["hit"]]
+    print(f"exact edit through the autoencoder (reference level): instruction_accuracy {ex['instruction_accuracy']:.3f} "
+          f"({sum(r['hit'] for r in ex['rows'])}/{ex['n']}), psnr_to_target {fmt(ex['psnr_to_target'])} dB; "
+          f"misses: {', '.join(misses) or 'none'}", file=file)
 
 
 def fmt_curve(values) -> str:
@@ -300,7 +328,7 @@ def main(argv=None) -> dict | None:
                            "paraphrases": a.paraphrases, "instructions": str(a.instructions) if custom else None,
                            "model": family.name, "model_source": model_source(a.model)},
               "variants": score(outputs, tasks, targets, "teacher" if "teacher" in variants else None),
-              "autoencoder_psnr": autoencoder_psnr(family, sources, targets, fams), "seconds": seconds}
+              "autoencoder_psnr": autoencoder_psnr(family, sources, targets, fams, a.seed), "seconds": seconds}
     if a.sweep:
         picked = spread(tasks, a.sweep_tasks)
         grid = {"text": tuple(a.sweep_text), "image": tuple(a.sweep_image)}

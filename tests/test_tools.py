@@ -52,6 +52,9 @@ def test_evaluate_with_clockwork_and_sweep(tmp_path, clips_dir, tiny_family_dir)
     assert report["sweep"]["teacher"]["image"]["instruction_accuracy"][1] == float(row["hit"])
     ae = report["autoencoder_psnr"]
     assert set(ae["per_family"]) == {"sepia", "invert"} and all(v > 0 for v in ae["per_family"].values())
+    exact = ae["exact_edit"]
+    assert exact["n"] == 2 and {r["edit"] for r in exact["rows"]} == {"sepia", "invert"}
+    assert all(r["hit"] == (r["nearest"] == r["edit"]) == (r["hit_margin"] > 0) for r in exact["rows"])
     # one slider only: the image sweep again, all from the cache, and no text sweep
     image_only = evaluate.main(["--clips", str(clips_dir), "--model", str(tiny_family_dir), "--size", "32",
                                 "--frames", "2", "--steps", "3", "--edits", "sepia,invert", "--variants", "teacher",
@@ -71,6 +74,19 @@ def test_evaluate_with_clockwork_and_sweep(tmp_path, clips_dir, tiny_family_dir)
     assert [text["tasks"][0]["curve"][i] for i in (0, 2)] == [old["tasks"][0]["curve"][i] for i in (0, 1)]
     with pytest.raises(SystemExit):
         evaluate.parse_args(["--clips", str(clips_dir), "--sweep-text", "5", "2", "8"])
+
+
+def test_exact_edit_through_a_lossless_round_trip_hits_every_edit(moving_frames):
+    """With a lossless autoencoder the reference level is the exact edit itself: every edit hits, at 100 dB (identical clips);
+    a round trip that loses everything (a grey frame) leaves the edits nothing to go on."""
+    clips = {"moving": moving_frames[:2]}
+    targets = {"moving": evaluate.edits.all_targets(clips["moving"], 0)}
+    fams = list(evaluate.edits.FAMILIES)
+    exact = evaluate.exact_edit_through(lambda x: x, clips, targets, fams)
+    assert exact["instruction_accuracy"] == 1.0 and exact["n"] == len(fams)
+    assert all(r["psnr_to_target"] == 100.0 for r in exact["rows"])  # metrics.psnr of identical clips
+    grey = evaluate.exact_edit_through(lambda x: np.full_like(x, 128), clips, targets, fams)
+    assert grey["instruction_accuracy"] < 0.5
 
 
 def test_spread_and_full_step_variant():

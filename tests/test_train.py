@@ -146,9 +146,33 @@ def test_teacher_null_text_anchor_trains(tmp_path, tiny_family_dir):
     shutil.copytree(tiny_family_dir / "autoencoder", fam / "autoencoder")
     teacher.main(["--out", str(tmp_path / "run"), "--export", str(fam), "--steps", "2", "--pool", "2", "--batch", "4",
                   "--crop", "4", "--full-every", "2", "--null-text-target", "source", "--drop", "0.3",
-                  "--family-weight", "cartoon=3"])
+                  "--family-weight", "cartoon=3", "--templated-instructions"])
     args = json.loads((fam / "unet" / "training.json").read_text())["args"]
     assert args["null_text_target"] == "source" and args["family_weight"] == ["cartoon=3"]
+    assert args["templated_instructions"] is True
+
+
+def test_templated_wordings_keep_the_held_out_paraphrases_unseen():
+    """Every family gets the same number of training wordings, its seen paraphrases first; each term is found in its
+    seen paraphrases, and no held-out paraphrase is among them. The bank's [family, wording] is that wording."""
+    from editor import edits
+    n = edits.N_SEEN + len(edits.TRAINING_TEMPLATES) * 2
+    for f in edits.FAMILIES.values():
+        words = edits.training_instructions(f, templated=True)
+        assert words[:edits.N_SEEN] == f.instructions("seen") == edits.training_instructions(f)
+        assert len(words) == len(set(words)) == n
+        assert not set(words) & set(f.instructions("held-out"))
+        assert all(term in " ".join(f.instructions("seen")) for term in edits.TRAINING_TERMS[f.id])
+    prompts = []
+
+    def encoder(texts):  # states that name the prompt they encode
+        prompts.extend(texts)
+        return torch.arange(len(prompts) - len(texts), len(prompts)).float()[:, None, None].expand(-1, 3, 2)
+
+    bank, empty = teacher.instruction_bank(encoder, templated=True)
+    assert bank.shape == (len(edits.FAMILIES), n, 3, 2) and prompts[-1] == ""
+    cartoon = list(edits.FAMILIES).index("cartoon")
+    assert prompts[int(bank[cartoon, 5, 0, 0])] == edits.training_instructions(edits.FAMILIES["cartoon"], True)[5]
 
 
 def test_weight_floor_lifts_the_noisiest_steps_only():

@@ -90,6 +90,8 @@ def main(argv=None):
                    help="per-sample loss weight over s_T (see mmg_loss)")
     p.add_argument("--image-pair-weight", type=float, default=0.0,
                    help="weight of the s_I pair term (see mmg_loss); > 0 draws s_I ~ U[1, 2] and pairs it with s_I + 1")
+    p.add_argument("--templated-instructions", action="store_true",
+                   help="distil on the templated wordings too (editor.edits.TRAINING_TEMPLATES)")
     a = p.parse_args(argv)
     if a.rebase_from and not a.init_from:
         p.error("--rebase-from needs --init-from (the student to move onto the new teacher)")
@@ -98,7 +100,7 @@ def main(argv=None):
     teacher = UNet2DConditionModel.from_pretrained(export / "unet").eval().requires_grad_(False)
     ae = AutoencoderTiny.from_pretrained(export / "autoencoder").eval()
     pool = pool_from_args(ae, a)
-    bank, empty = instruction_bank(MiniLMEncoder())
+    bank, empty = instruction_bank(MiniLMEncoder(), a.templated_instructions)
     student = UNet2DConditionModel.from_pretrained(a.init_from).train() if a.init_from \
         else student_from_teacher(teacher, a.embed_dim).train()
     if a.rebase_from:

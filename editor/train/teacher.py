@@ -31,10 +31,11 @@ def noise_scheduler(prediction_type: str = "v_prediction") -> DDPMScheduler:
                          prediction_type=prediction_type, clip_sample=False)
 
 
-def instruction_bank(text_encoder) -> tuple[torch.Tensor, torch.Tensor]:
-    """States of every seen paraphrase, ``F P L D``, and of the empty instruction, ``L D``."""
+def instruction_bank(text_encoder, templated: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """States of every training wording (``editor.edits.training_instructions``: the seen paraphrases, plus the
+    templated ones with ``templated``), ``F P L D``, and of the empty instruction, ``L D``."""
     fams = list(edits.FAMILIES.values())
-    prompts = [p for f in fams for p in f.instructions("seen")]
+    prompts = [p for f in fams for p in edits.training_instructions(f, templated)]
     states = text_encoder(prompts)
     return states.view(len(fams), -1, *states.shape[1:]), text_encoder([""])[0]
 
@@ -105,6 +106,9 @@ def main(argv=None):
     p.add_argument("--family-weight", action="append", default=[], metavar="FAMILY=W",
                    help="draw this edit family W times as often as the others (repeatable; e.g. cartoon=3 for the "
                         "family with the highest loss)")
+    p.add_argument("--templated-instructions", action="store_true",
+                   help="train on the templated wordings too (editor.edits.TRAINING_TEMPLATES), not only the 4 seen "
+                        "paraphrases of each family")
     a = p.parse_args(argv)
     if not 0.0 < a.anchor_share <= 1.0:
         p.error(f"--anchor-share must be in (0, 1], got {a.anchor_share}")
@@ -120,7 +124,7 @@ def main(argv=None):
     ae = AutoencoderTiny.from_pretrained(export / "autoencoder").eval()
     pool = pool_from_args(ae, a)
     probs = family_probs(pool.families, a.family_weight)
-    bank, empty = instruction_bank(MiniLMEncoder())
+    bank, empty = instruction_bank(MiniLMEncoder(), a.templated_instructions)
     cfg = TeacherConfig(latent_channels=pool.sources.shape[1], sample_size=pool.sources.shape[-1])
     unet = UNet2DConditionModel.from_pretrained(a.init_from) if a.init_from else cfg.build()
     sched = noise_scheduler(cfg.prediction_type)

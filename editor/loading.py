@@ -90,6 +90,14 @@ def write_family_index(folder: Path, **info) -> None:
     (Path(folder) / FAMILY_INDEX).write_text(json.dumps(index, indent=1))
 
 
+def family_text_encoder(folder: str | Path) -> MiniLMEncoder:
+    """The MiniLM encoder an embedded family folder's UNets were trained with: ``family.json``'s ``text_tokens`` token
+    states after the sentence embedding (all of them when the key is absent or the folder has no index yet)."""
+    index = Path(folder) / FAMILY_INDEX
+    info = json.loads(index.read_text()) if index.exists() else {}
+    return MiniLMEncoder(keep_tokens=info.get("text_tokens"))
+
+
 def model_source(model: str | None) -> str:
     """What a command's ``--model`` named, for its JSON report: the folder or hub id as given, or the default."""
     return model or "embedded (default)"
@@ -128,7 +136,7 @@ def _load_embedded(folder: Path) -> ModelFamily:
                 for p in sorted(folder.glob(ADAPTOR_PREFIX + "*")) if (p / "config.json").exists()}
     g = info.get("default_guidance", {})
     return ModelFamily(name=info.get("name", folder.name), unet=unet, autoencoder=ae,
-                       text_encoder=CachedEncoder(MiniLMEncoder()), scheduler=sched,
+                       text_encoder=CachedEncoder(family_text_encoder(folder)), scheduler=sched,
                        latent_scale=ae.config.scaling_factor, condition_scale=1.0,
                        default_guidance=Guidance(**g) if g else Guidance(),
                        default_steps=info.get("default_steps", 20), extras=extras, adaptors=adaptors)

@@ -31,12 +31,19 @@ def minilm_path() -> Path:
 
 
 class MiniLMEncoder(torch.nn.Module):
-    """all-MiniLM-L6-v2 states: ``[sentence embedding, token states]`` of shape ``B (1 + MAX_TOKENS) 384``."""
+    """all-MiniLM-L6-v2 states: ``[sentence embedding, token states]`` of shape ``B (1 + keep_tokens) 384``.
+
+    ``keep_tokens`` (default: all ``max_tokens``) cuts the token states after the sentence embedding; 0 leaves the
+    sentence embedding alone, so a UNet trained on it reads an instruction only through the pooled vector that
+    all-MiniLM-L6-v2 was trained to make similar for paraphrases (the pooling still sees every token)."""
 
     dim = 384
 
-    def __init__(self, path: str | Path | None = None, max_tokens: int = MAX_TOKENS):
+    def __init__(self, path: str | Path | None = None, max_tokens: int = MAX_TOKENS, keep_tokens: int | None = None):
         super().__init__()
+        if keep_tokens is not None and not 0 <= keep_tokens <= max_tokens:
+            raise ValueError(f"keep_tokens must be in [0, {max_tokens}], got {keep_tokens}")
+        self.keep_tokens = max_tokens if keep_tokens is None else keep_tokens
         from transformers import AutoModel, AutoTokenizer
 
         path = str(path or minilm_path())
@@ -53,7 +60,7 @@ class MiniLMEncoder(torch.nn.Module):
         pooled = F.normalize((states * mask).sum(1) / mask.sum(1).clamp(min=1), dim=-1)
         # pooled is unit-norm; scale it to the token states' typical norm so attention weighs it comparably
         pooled = pooled * states.norm(dim=-1).mean()
-        return torch.cat([pooled.unsqueeze(1), states], dim=1)
+        return torch.cat([pooled.unsqueeze(1), states[:, :self.keep_tokens]], dim=1)
 
 
 class CLIPEncoder(torch.nn.Module):

@@ -269,3 +269,25 @@ def test_widen_copies_the_first_block_exactly_and_breaks_the_symmetry(tmp_path, 
         widen.channel_map(50, 100, 48, 2)
     with pytest.raises(ValueError, match="shortcut"):  # 2 x 16 = the second block's 32
         widen.widen(unet, factor=2)
+
+
+def test_sentence_only_teacher_records_its_encoding_for_the_loader(tmp_path, tiny_family_dir, moving_frames):
+    """``--text-tokens 0``: the bank holds the sentence embedding alone (the full encoder's first slot), family.json
+    records it, and the loaded family encodes instructions the same way, so an edit runs end to end."""
+    from editor.guidance import Guidance
+    from editor.loading import load_family
+    from editor.pipeline import EditRequest, Editor
+    from editor.text_encoder import MiniLMEncoder
+    full, only = MiniLMEncoder()(["make it snow"]), MiniLMEncoder(keep_tokens=0)(["make it snow"])
+    assert only.shape == (1, 1, 384) and torch.equal(only, full[:, :1])
+    with pytest.raises(ValueError):
+        MiniLMEncoder(keep_tokens=17)
+    fam = tmp_path / "fam"
+    shutil.copytree(tiny_family_dir, fam)
+    teacher.main(["--out", str(tmp_path / "run"), "--export", str(fam), "--steps", "1", "--pool", "2", "--batch", "4",
+                  "--crop", "4", "--full-every", "2", "--text-tokens", "0", "--init-from", str(fam / "unet")])
+    assert json.loads((fam / FAMILY_INDEX).read_text())["text_tokens"] == 0
+    family = load_family(fam)
+    assert family.text_encoder(["make it snow"]).shape[-2] == 1
+    out = Editor(family).edit_frames(moving_frames[:2], EditRequest("make it snow", Guidance(4.0, 1.5), steps=2))
+    assert out.frames.shape == moving_frames[:2].shape

@@ -38,10 +38,9 @@ from diffusers import AutoencoderTiny, UNet2DConditionModel
 
 from editor.clockwork import ClockworkConfig, ClockworkUNet, ResNetAdaptor
 from editor.guidance import Conditioning, PerSampleGuidance, ThreePassGuidance, combine
-from editor.loading import adaptor_dir
+from editor.loading import adaptor_dir, family_text_encoder
 from editor.mmg import TRAIN_IMAGE_RANGE, TRAIN_TEXT_RANGE, MMGDenoiser
 from editor.sampling import make_scheduler, sample
-from editor.text_encoder import MiniLMEncoder
 from editor.train.common import add_args, loop_config, run_loop, uniform
 from editor.train.data import pool_from_args
 from editor.train.teacher import instruction_bank, noise_scheduler
@@ -155,7 +154,7 @@ def main(argv=None):
     resumed = _adaptor_to_go_on(a.init_from, unet) if a.init_from else None  # checked before the pool is built
     ae = AutoencoderTiny.from_pretrained(export / "autoencoder").eval()
     pool = pool_from_args(ae, a)
-    bank, empty = instruction_bank(MiniLMEncoder())
+    bank, empty = instruction_bank(family_text_encoder(export))
     scheduler = make_scheduler(noise_scheduler().config)
     # a fresh adaptor is built here, after the text encoder, so earlier runs' initialisations reproduce
     adaptor = (resumed if resumed is not None else ResNetAdaptor.for_unet(unet, width=a.width)).train()

@@ -29,7 +29,7 @@ from diffusers import AutoencoderTiny, UNet2DConditionModel
 
 from editor.mmg import EMBED_DIM, TRAIN_IMAGE_RANGE, TRAIN_TEXT_RANGE, guidance_embedding, mmg_targets, \
     rebase_student, student_from_teacher
-from editor.text_encoder import MiniLMEncoder
+from editor.loading import family_text_encoder
 from editor.train.common import add_args, loop_config, run_loop, uniform
 from editor.train.data import pool_from_args
 from editor.train.teacher import instruction_bank, noise_scheduler
@@ -100,7 +100,7 @@ def main(argv=None):
     teacher = UNet2DConditionModel.from_pretrained(export / "unet").eval().requires_grad_(False)
     ae = AutoencoderTiny.from_pretrained(export / "autoencoder").eval()
     pool = pool_from_args(ae, a)
-    bank, empty = instruction_bank(MiniLMEncoder(), a.templated_instructions)
+    bank, empty = instruction_bank(family_text_encoder(export), a.templated_instructions)
     student = UNet2DConditionModel.from_pretrained(a.init_from).train() if a.init_from \
         else student_from_teacher(teacher, a.embed_dim).train()
     if a.rebase_from:

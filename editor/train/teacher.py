@@ -19,8 +19,8 @@ from diffusers import AutoencoderTiny, DDPMScheduler, UNet2DConditionModel
 
 from editor import edits
 from editor.family import TeacherConfig, config_dict
-from editor.loading import FAMILY_INDEX, write_family_index
-from editor.text_encoder import MiniLMEncoder
+from editor.loading import FAMILY_INDEX, family_text_encoder, write_family_index
+from editor.text_encoder import MAX_TOKENS, MiniLMEncoder
 from editor.train.common import add_args, loop_config, run_loop
 from editor.train.data import family_probs, partial_edits, pool_from_args
 
@@ -109,7 +109,13 @@ def main(argv=None):
     p.add_argument("--templated-instructions", action="store_true",
                    help="train on the templated wordings too (editor.edits.TRAINING_TEMPLATES), not only the 4 seen "
                         "paraphrases of each family")
+    p.add_argument("--text-tokens", type=int, default=None,
+                   help="token states the UNet sees after the sentence embedding (0: the sentence embedding only); "
+                        "recorded in the family's family.json, which every later trainer and the loader read "
+                        "(default: the family's setting, all 16 for a new family)")
     a = p.parse_args(argv)
+    if a.text_tokens is not None and not 0 <= a.text_tokens <= MAX_TOKENS:
+        p.error(f"--text-tokens must be in [0, {MAX_TOKENS}], got {a.text_tokens}")
     if not 0.0 < a.anchor_share <= 1.0:
         p.error(f"--anchor-share must be in (0, 1], got {a.anchor_share}")
     if a.anchor_share < 1.0 and a.null_text_target != "source":
@@ -124,7 +130,8 @@ def main(argv=None):
     ae = AutoencoderTiny.from_pretrained(export / "autoencoder").eval()
     pool = pool_from_args(ae, a)
     probs = family_probs(pool.families, a.family_weight)
-    bank, empty = instruction_bank(MiniLMEncoder(), a.templated_instructions)
+    encoder = MiniLMEncoder(keep_tokens=a.text_tokens) if a.text_tokens is not None else family_text_encoder(export)
+    bank, empty = instruction_bank(encoder, a.templated_instructions)
     cfg = TeacherConfig(latent_channels=pool.sources.shape[1], sample_size=pool.sources.shape[-1])
     unet = UNet2DConditionModel.from_pretrained(a.init_from) if a.init_from else cfg.build()
     sched = noise_scheduler(cfg.prediction_type)
@@ -141,6 +148,9 @@ def main(argv=None):
         sched.save_pretrained(export / "scheduler")
         if not (export / FAMILY_INDEX).exists():
             write_family_index(export, name="embedded", default_steps=20)
+        if a.text_tokens is not None:  # the loader and the student's trainer must encode as this UNet was trained
+            index = json.loads((export / FAMILY_INDEX).read_text())
+            (export / FAMILY_INDEX).write_text(json.dumps({**index, "text_tokens": a.text_tokens}, indent=1))
         (export / "unet" / "training.json").write_text(json.dumps(
             {"config": config_dict(cfg), "args": vars(a), "families": list(pool.families)}, indent=1, default=str))
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -291,3 +292,44 @@ def test_sentence_only_teacher_records_its_encoding_for_the_loader(tmp_path, tin
     assert family.text_encoder(["make it snow"]).shape[-2] == 1
     out = Editor(family).edit_frames(moving_frames[:2], EditRequest("make it snow", Guidance(4.0, 1.5), steps=2))
     assert out.frames.shape == moving_frames[:2].shape
+
+
+# function words the held-out guard below ignores
+_FUNCTION_WORDS = {"a", "an", "the", "it", "to", "of", "in", "into", "like", "look", "make", "and", "its", "their",
+                   "from", "is", "up", "down", "through", "give", "turn", "add", "view", "change", "all", "this",
+                   "that", "with", "as", "be"}
+
+
+def test_hand_written_wordings_keep_the_held_out_wordings_unseen():
+    """``data/instructions/training_wordings.json`` (``--extra-wordings``) was written after the held-out paraphrases
+    were known, so two mechanical guards: no wording uses a word of a held-out paraphrase that no seen paraphrase uses
+    (function words aside), and none is within MiniLM sentence cosine 0.8 of a held-out paraphrase."""
+    import re
+
+    from editor import edits
+    from editor.text_encoder import MiniLMEncoder
+    wordings = teacher.load_wordings(Path("data/instructions/training_wordings.json"))
+    words = lambda s: set(re.findall(r"[a-z0-9\-]+", s.lower()))
+    seen = set().union(*(words(p) for f in edits.FAMILIES.values() for p in f.instructions("seen")))
+    held = [p for f in edits.FAMILIES.values() for p in f.instructions("held-out")]
+    held_only = set().union(*map(words, held)) - seen - _FUNCTION_WORDS
+    assert {"desaturate", "1900s", "night-vision", "blocky"} <= held_only
+    for fam, ws in wordings.items():
+        assert len(ws) == len(set(ws)) == 16 and not set(ws) & set(edits.FAMILIES[fam].paraphrases)
+        assert all(not words(w) & held_only for w in ws), fam
+    enc = MiniLMEncoder(keep_tokens=0)
+    unit = lambda texts: torch.nn.functional.normalize(enc(list(texts))[:, 0], dim=-1)
+    extra = unit(w for ws in wordings.values() for w in ws)
+    assert float((extra @ unit(held).T).max()) < 0.8
+    bank, _ = teacher.instruction_bank(enc, extra=wordings)
+    assert bank.shape[:2] == (len(edits.FAMILIES), edits.N_SEEN + 16)
+    with pytest.raises(ValueError):
+        teacher.instruction_bank(enc, extra={"sepia": ("one more",)})  # uneven counts
+
+
+def test_load_wordings_names_missing_and_unknown_families(tmp_path):
+    f = tmp_path / "w.json"
+    f.write_text(json.dumps({"_note": "x", "sepia": ["a"], "nonsense": ["b"]}))
+    with pytest.raises(ValueError, match="missing.*unknown.*nonsense"):
+        teacher.load_wordings(f)
+    assert teacher.load_wordings(None) is None

@@ -31,13 +31,29 @@ def noise_scheduler(prediction_type: str = "v_prediction") -> DDPMScheduler:
                          prediction_type=prediction_type, clip_sample=False)
 
 
-def instruction_bank(text_encoder, templated: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """States of every training wording (``editor.edits.training_instructions``: the seen paraphrases, plus the
-    templated ones with ``templated``), ``F P L D``, and of the empty instruction, ``L D``."""
+def instruction_bank(text_encoder, templated: bool = False, extra: dict | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """States of every training wording, ``F P L D``, and of the empty instruction, ``L D``: per family the seen
+    paraphrases, with ``templated`` the templated ones (``editor.edits.training_instructions``), then ``extra[family]``
+    (e.g. ``data/instructions/training_wordings.json``; the same count for every family)."""
     fams = list(edits.FAMILIES.values())
-    prompts = [p for f in fams for p in edits.training_instructions(f, templated)]
-    states = text_encoder(prompts)
+    per = [edits.training_instructions(f, templated) + tuple((extra or {}).get(f.id, ())) for f in fams]
+    if len({len(w) for w in per}) != 1:
+        raise ValueError(f"every family needs the same number of training wordings, got {[len(w) for w in per]}")
+    states = text_encoder([p for w in per for p in w])
     return states.view(len(fams), -1, *states.shape[1:]), text_encoder([""])[0]
+
+
+def load_wordings(path: Path | None) -> dict | None:
+    """``--extra-wordings FILE``: a JSON object of family id -> list of instructions (keys starting with ``_`` are
+    notes); every family of ``editor.edits`` must be there."""
+    if path is None:
+        return None
+    data = {k: v for k, v in json.loads(Path(path).read_text()).items() if not k.startswith("_")}
+    missing = set(edits.FAMILIES) - set(data)
+    if missing or set(data) - set(edits.FAMILIES):
+        raise ValueError(f"{path}: families missing {sorted(missing)}, unknown {sorted(set(data) - set(edits.FAMILIES))}")
+    return {k: tuple(v) for k, v in data.items()}
 
 
 def loss_weights(snr: torch.Tensor, floor: float = 0.0) -> torch.Tensor:
@@ -109,6 +125,8 @@ def main(argv=None):
     p.add_argument("--templated-instructions", action="store_true",
                    help="train on the templated wordings too (editor.edits.TRAINING_TEMPLATES), not only the 4 seen "
                         "paraphrases of each family")
+    p.add_argument("--extra-wordings", type=Path, default=None,
+                   help="JSON of more training wordings per family (e.g. data/instructions/training_wordings.json)")
     p.add_argument("--text-tokens", type=int, default=None,
                    help="token states the UNet sees after the sentence embedding (0: the sentence embedding only); "
                         "recorded in the family's family.json, which every later trainer and the loader read "
@@ -131,7 +149,7 @@ def main(argv=None):
     pool = pool_from_args(ae, a)
     probs = family_probs(pool.families, a.family_weight)
     encoder = MiniLMEncoder(keep_tokens=a.text_tokens) if a.text_tokens is not None else family_text_encoder(export)
-    bank, empty = instruction_bank(encoder, a.templated_instructions)
+    bank, empty = instruction_bank(encoder, a.templated_instructions, load_wordings(a.extra_wordings))
     cfg = TeacherConfig(latent_channels=pool.sources.shape[1], sample_size=pool.sources.shape[-1])
     unet = UNet2DConditionModel.from_pretrained(a.init_from) if a.init_from else cfg.build()
     sched = noise_scheduler(cfg.prediction_type)

@@ -27,12 +27,12 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderTiny, UNet2DConditionModel
 
+from editor.loading import family_text_encoder
 from editor.mmg import EMBED_DIM, TRAIN_IMAGE_RANGE, TRAIN_TEXT_RANGE, guidance_embedding, mmg_targets, \
     rebase_student, student_from_teacher
-from editor.loading import family_text_encoder
 from editor.train.common import add_args, loop_config, run_loop, uniform
 from editor.train.data import pool_from_args
-from editor.train.teacher import instruction_bank, load_wordings, noise_scheduler
+from editor.train.teacher import add_wording_args, noise_scheduler, wording_bank
 
 STUDENT_DIR = "student_mmg"
 
@@ -90,19 +90,16 @@ def main(argv=None):
                    help="per-sample loss weight over s_T (see mmg_loss)")
     p.add_argument("--image-pair-weight", type=float, default=0.0,
                    help="weight of the s_I pair term (see mmg_loss); > 0 draws s_I ~ U[1, 2] and pairs it with s_I + 1")
-    p.add_argument("--extra-wordings", type=Path, default=None,
-                   help="JSON of more training wordings per family (as editor.train.teacher's)")
-    p.add_argument("--templated-instructions", action="store_true",
-                   help="distil on the templated wordings too (editor.edits.TRAINING_TEMPLATES)")
+    add_wording_args(p)
     a = p.parse_args(argv)
     if a.rebase_from and not a.init_from:
         p.error("--rebase-from needs --init-from (the student to move onto the new teacher)")
     torch.manual_seed(a.seed)
     export = Path(a.export)
+    bank, empty = wording_bank(p, a, family_text_encoder(export))  # before the pool (minutes)
     teacher = UNet2DConditionModel.from_pretrained(export / "unet").eval().requires_grad_(False)
     ae = AutoencoderTiny.from_pretrained(export / "autoencoder").eval()
     pool = pool_from_args(ae, a)
-    bank, empty = instruction_bank(family_text_encoder(export), a.templated_instructions, load_wordings(a.extra_wordings))
     student = UNet2DConditionModel.from_pretrained(a.init_from).train() if a.init_from \
         else student_from_teacher(teacher, a.embed_dim).train()
     if a.rebase_from:

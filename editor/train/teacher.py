@@ -20,7 +20,7 @@ from diffusers import AutoencoderTiny, DDPMScheduler, UNet2DConditionModel
 from editor import edits
 from editor.family import TeacherConfig, config_dict
 from editor.loading import FAMILY_INDEX, family_text_encoder, write_family_index
-from editor.text_encoder import MAX_TOKENS, MiniLMEncoder
+from editor.text_encoder import MiniLMEncoder
 from editor.train.common import add_args, loop_config, run_loop
 from editor.train.data import family_probs, partial_edits, pool_from_args
 
@@ -42,6 +42,24 @@ def instruction_bank(text_encoder, templated: bool = False, extra: dict | None =
         raise ValueError(f"every family needs the same number of training wordings, got {[len(w) for w in per]}")
     states = text_encoder([p for w in per for p in w])
     return states.view(len(fams), -1, *states.shape[1:]), text_encoder([""])[0]
+
+
+def add_wording_args(p: argparse.ArgumentParser) -> None:
+    """The training-wording flags that the teacher and student trainers share (read by ``wording_bank``)."""
+    p.add_argument("--templated-instructions", action="store_true",
+                   help="train on the templated wordings too (editor.edits.TRAINING_TEMPLATES), not only the 4 seen "
+                        "paraphrases of each family")
+    p.add_argument("--extra-wordings", type=Path, default=None,
+                   help="JSON of more training wordings per family (e.g. data/instructions/training_wordings.json)")
+
+
+def wording_bank(p: argparse.ArgumentParser, a: argparse.Namespace, text_encoder):
+    """``instruction_bank`` for the wording flags of ``add_wording_args``; a bad wordings file is a usage error, raised
+    before any data is built."""
+    try:
+        return instruction_bank(text_encoder, a.templated_instructions, load_wordings(a.extra_wordings))
+    except (OSError, ValueError) as e:
+        p.error(f"--extra-wordings: {e}")
 
 
 def load_wordings(path: Path | None) -> dict | None:
@@ -122,18 +140,12 @@ def main(argv=None):
     p.add_argument("--family-weight", action="append", default=[], metavar="FAMILY=W",
                    help="draw this edit family W times as often as the others (repeatable; e.g. cartoon=3 for the "
                         "family with the highest loss)")
-    p.add_argument("--templated-instructions", action="store_true",
-                   help="train on the templated wordings too (editor.edits.TRAINING_TEMPLATES), not only the 4 seen "
-                        "paraphrases of each family")
-    p.add_argument("--extra-wordings", type=Path, default=None,
-                   help="JSON of more training wordings per family (e.g. data/instructions/training_wordings.json)")
+    add_wording_args(p)
     p.add_argument("--text-tokens", type=int, default=None,
                    help="token states the UNet sees after the sentence embedding (0: the sentence embedding only); "
                         "recorded in the family's family.json, which every later trainer and the loader read "
                         "(default: the family's setting, all 16 for a new family)")
     a = p.parse_args(argv)
-    if a.text_tokens is not None and not 0 <= a.text_tokens <= MAX_TOKENS:
-        p.error(f"--text-tokens must be in [0, {MAX_TOKENS}], got {a.text_tokens}")
     if not 0.0 < a.anchor_share <= 1.0:
         p.error(f"--anchor-share must be in (0, 1], got {a.anchor_share}")
     if a.anchor_share < 1.0 and a.null_text_target != "source":
@@ -145,11 +157,14 @@ def main(argv=None):
     anchor_share = a.anchor_share if a.null_text_target == "source" else 0.0
     torch.manual_seed(a.seed)
     export = Path(a.export)
+    try:
+        encoder = MiniLMEncoder(keep_tokens=a.text_tokens) if a.text_tokens is not None else family_text_encoder(export)
+    except ValueError as e:
+        p.error(f"--text-tokens: {e}")
+    bank, empty = wording_bank(p, a, encoder)  # before the pool (minutes), so a bad option fails at once
     ae = AutoencoderTiny.from_pretrained(export / "autoencoder").eval()
     pool = pool_from_args(ae, a)
     probs = family_probs(pool.families, a.family_weight)
-    encoder = MiniLMEncoder(keep_tokens=a.text_tokens) if a.text_tokens is not None else family_text_encoder(export)
-    bank, empty = instruction_bank(encoder, a.templated_instructions, load_wordings(a.extra_wordings))
     cfg = TeacherConfig(latent_channels=pool.sources.shape[1], sample_size=pool.sources.shape[-1])
     unet = UNet2DConditionModel.from_pretrained(a.init_from) if a.init_from else cfg.build()
     sched = noise_scheduler(cfg.prediction_type)

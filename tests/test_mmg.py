@@ -244,3 +244,45 @@ def test_train_mmg_rebase_needs_init_from(tmp_path, tiny_family_dir):
     with pytest.raises(SystemExit):
         mmg.main(["--out", str(tmp_path / "run"), "--export", str(tiny_family_dir), "--steps", "1",
                   "--rebase-from", str(tiny_family_dir / "unet")])
+
+
+def test_state_recorder_keeps_the_states_the_sampler_visits(tiny_family):
+    """The recorder sees the initial noise first, then one state per step at the schedule's timesteps, and changes
+    nothing in the result."""
+    from editor.guidance import ThreePassGuidance
+    from editor.sampling import make_scheduler, sample
+    from editor.train.teacher import noise_scheduler
+    from editor.train.trajectories import StateRecorder
+
+    x, t, source, text, empty = _inputs()
+    cond = Conditioning(source, text, empty.expand_as(text), Guidance(4.0, 1.5))
+    rec = StateRecorder(ThreePassGuidance(tiny_family.unet))
+    sched = make_scheduler(noise_scheduler().config)
+    final = sample(rec, x, cond, sched, 3)
+    assert len(rec.states) == 3 and rec.passes_per_step == 3
+    torch.testing.assert_close(rec.states[0], x)
+    sched.set_timesteps(3)
+    assert [v.tolist() for v in rec.timesteps] == [[int(v)] * len(x) for v in sched.timesteps]
+    second = sample(ThreePassGuidance(tiny_family.unet), x, cond, sched, 3)  # recording changes nothing
+    torch.testing.assert_close(final, second)
+
+
+def test_train_mmg_on_trajectory_states_records_and_reuses_the_bank(tmp_path, tiny_family_dir):
+    from editor.train import mmg
+    from editor.train.trajectories import TrajectoryBank
+
+    fam = tmp_path / "fam"
+    shutil.copytree(tiny_family_dir, fam)
+    args = ["--export", str(fam), "--steps", "2", "--pool", "2", "--batch", "4", "--crop", "4", "--full-every", "2",
+            "--trajectory-share", "1", "--trajectories", "3", "--trajectory-steps", "2"]
+    mmg.main(["--out", str(tmp_path / "run"), *args])
+    bank = torch.load(tmp_path / "run" / "trajectories.pt")
+    assert bank["settings"]["policy"] == "both" and len(bank["states"]) == 3 * 2
+    assert bank["timesteps"].max() == 999  # the first state of every trajectory is pure noise at t = T - 1
+    rows = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["on_trajectory"] for r in rows if "loss" in r] == [1.0, 1.0]  # share 1: every step on the bank
+    # the same settings reuse the recorded bank; other settings are refused, not silently mixed
+    shutil.copy(tmp_path / "run" / "trajectories.pt", tmp_path / "bank.pt")
+    mmg.main(["--out", str(tmp_path / "run2"), "--trajectory-cache", str(tmp_path / "bank.pt"), *args])
+    with pytest.raises(ValueError, match="recorded with"):
+        TrajectoryBank.load(tmp_path / "bank.pt", {**bank["settings"], "n": 4})

@@ -16,6 +16,16 @@ from editor import edits, scenes
 from editor.layout import frames_to_images
 
 
+def same_window(tensors: tuple[torch.Tensor, ...], size: int, g: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """The same random ``size x size`` window of every ``... h w`` tensor (all of them when ``size`` covers it)."""
+    h, w = tensors[0].shape[-2:]
+    if size >= h:
+        return tensors
+    y = int(torch.randint(0, h - size + 1, (1,), generator=g))
+    x = int(torch.randint(0, w - size + 1, (1,), generator=g))
+    return tuple(v[..., y:y + size, x:x + size] for v in tensors)
+
+
 @dataclass
 class LatentPool:
     sources: torch.Tensor  # N C h w
@@ -24,14 +34,7 @@ class LatentPool:
 
     def crop(self, idx: torch.Tensor, fam: torch.Tensor, size: int, g: torch.Generator):
         """Source and target latents of the pairs ``(idx, fam)``, cropped to the same random ``size`` window."""
-        h, w = self.sources.shape[-2:]
-        src, tgt = self.sources[idx], self.targets[idx, fam]
-        if size >= h:
-            return src, tgt
-        y = int(torch.randint(0, h - size + 1, (1,), generator=g))
-        x = int(torch.randint(0, w - size + 1, (1,), generator=g))
-        return src[..., y:y + size, x:x + size], tgt[..., y:y + size, x:x + size]
-
+        return same_window((self.sources[idx], self.targets[idx, fam]), size, g)
 
     def sample(self, step: int, batch: int, crop: int, full_every: int, n_paraphrases: int, g: torch.Generator,
                family_probs: torch.Tensor | None = None):

@@ -11,6 +11,10 @@ Data: the teacher's latent pool (``editor.train.data.build_pool``, same seed rul
 ``--pool-cache runs/teacher/pool.pt`` to reuse the teacher's cached pool) with the *seen* paraphrases, no conditioning
 dropout (the teacher's three branches already supply the unconditional directions). Most steps use random
 ``--crop`` latent windows, every ``--full-every``-th step full frames at a quarter of the batch, as for the teacher.
+With ``--trajectory-share P`` a share P of the steps is distilled instead on states recorded from sampling
+trajectories of the teacher and of the starting student (``editor.train.trajectories``): pure noise at t = 999 and
+the guided sampler's own states after it, where the forward-noised states alone leave the student furthest from the
+teacher.
 
 Reads ``EXPORT/unet`` (teacher) and ``EXPORT/autoencoder``; writes ``EXPORT/student_mmg`` (``save_pretrained``, with
 ``training.json``), which ``editor.loading.load_family`` picks up as ``family.extras["student_mmg"]``.
@@ -27,11 +31,14 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderTiny, UNet2DConditionModel
 
+from editor.guidance import ThreePassGuidance
 from editor.loading import family_text_encoder
-from editor.mmg import EMBED_DIM, TRAIN_IMAGE_RANGE, TRAIN_TEXT_RANGE, guidance_embedding, mmg_targets, \
+from editor.mmg import EMBED_DIM, TRAIN_IMAGE_RANGE, TRAIN_TEXT_RANGE, MMGDenoiser, guidance_embedding, mmg_targets, \
     rebase_student, student_from_teacher
+from editor.sampling import make_scheduler
 from editor.train.common import add_args, loop_config, run_loop, uniform
 from editor.train.data import pool_from_args
+from editor.train.trajectories import TrajectoryBank, record_bank
 from editor.train.teacher import add_wording_args, noise_scheduler, wording_bank
 
 STUDENT_DIR = "student_mmg"
@@ -50,10 +57,17 @@ def mmg_loss(student, teacher, sched, x0, source, text, empty, s_t, s_i, g, weig
     is regressed on the teacher's, which by Eq. 1 is exactly ``e(x, c_I, 0) - e(x, 0, 0)``, the image direction. That
     direction is small next to the whole prediction, so under the plain MSE the student learns s_I last and least
     (its s_I response spans 2.5 dB against the teacher's 4.0 and even flips sign on some clips)."""
-    b, dev = x0.shape[0], student.device
-    t = torch.randint(0, sched.config.num_train_timesteps, (b,), generator=g)
+    t = torch.randint(0, sched.config.num_train_timesteps, (x0.shape[0],), generator=g)
     noise = torch.randn(x0.shape, generator=g)
-    xt = sched.add_noise(x0, noise, t)
+    return mmg_loss_at(student, teacher, sched.add_noise(x0, noise, t), t, source, text, empty, s_t, s_i, weighting,
+                       image_pair_weight)
+
+
+def mmg_loss_at(student, teacher, xt, t, source, text, empty, s_t, s_i, weighting: str = "none",
+                image_pair_weight: float = 0.0) -> dict:
+    """:func:`mmg_loss` on given states ``x_t`` at timesteps ``t`` (e.g. from a trajectory bank,
+    ``editor.train.trajectories``)."""
+    dev = student.device
     xt, t, source, text, empty = (v.to(dev) for v in (xt, t, source, text, empty))
     s_t, s_i = s_t.to(dev), s_i.to(dev)
     pairs = [(s_t, s_i)] + ([(s_t, s_i + 1.0)] if image_pair_weight > 0 else [])
@@ -74,6 +88,31 @@ def mmg_loss(student, teacher, sched, x0, source, text, empty, s_t, s_i, g, weig
     return terms
 
 
+POLICIES = {"teacher": ("teacher",), "student": ("student",), "both": ("teacher", "student")}
+
+
+def trajectory_bank(a: argparse.Namespace, teacher, student, pool, bank, empty) -> TrajectoryBank:
+    """The bank of sampling states for ``--trajectory-share``: loaded from ``--trajectory-cache`` (default
+    ``OUT/trajectories.pt``) when recorded with the same settings, recorded and saved otherwise. Scales are drawn as
+    the distillation draws them, so the pair term's ``s_I + 1`` stays in range."""
+    lo, hi = TRAIN_IMAGE_RANGE
+    settings = {"policy": a.trajectory_policy, "n": a.trajectories, "steps": list(a.trajectory_steps),
+                "text_range": list(a.text_range), "image_range": [lo, hi - 1.0 if a.image_pair_weight > 0 else hi],
+                "seed": a.seed, "pool": a.pool, "dark_share": a.dark_share, "teacher": str(Path(a.export) / "unet"),
+                "student": str(a.init_from), "rebase_from": str(a.rebase_from)}
+    cache = a.trajectory_cache or Path(a.out) / "trajectories.pt"
+    if cache.exists():
+        return TrajectoryBank.load(cache, settings)
+    was_training = student.training
+    policy = {"teacher": ThreePassGuidance(teacher), "student": MMGDenoiser(student.eval())}
+    out = record_bank([policy[k] for k in POLICIES[a.trajectory_policy]], pool.sources, bank, empty,
+                      make_scheduler(noise_scheduler().config), a.trajectories, tuple(a.trajectory_steps),
+                      tuple(a.text_range), tuple(settings["image_range"]), torch.Generator().manual_seed(a.seed + 200))
+    student.train(was_training)
+    out.save(cache, settings)
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_args(p, out="runs/mmg", export_help="family folder: reads unet/ (teacher) and autoencoder/, writes student_mmg/",
@@ -91,9 +130,21 @@ def main(argv=None):
     p.add_argument("--image-pair-weight", type=float, default=0.0,
                    help="weight of the s_I pair term (see mmg_loss); > 0 draws s_I ~ U[1, 2] and pairs it with s_I + 1")
     add_wording_args(p)
+    p.add_argument("--trajectory-share", type=float, default=0.0,
+                   help="share of steps distilled on recorded sampling-trajectory states instead of forward-noised "
+                        "targets (editor.train.trajectories)")
+    p.add_argument("--trajectories", type=int, default=512, help="trajectories in the bank")
+    p.add_argument("--trajectory-policy", choices=sorted(POLICIES), default="both",
+                   help="who samples the recorded trajectories: the teacher, the student as it starts, or both in turn")
+    p.add_argument("--trajectory-steps", type=int, nargs="+", default=[20, 8],
+                   help="sampling step counts the trajectories draw from")
+    p.add_argument("--trajectory-cache", type=Path, default=None,
+                   help="trajectory bank cache (default OUT/trajectories.pt)")
     a = p.parse_args(argv)
     if a.rebase_from and not a.init_from:
         p.error("--rebase-from needs --init-from (the student to move onto the new teacher)")
+    if not 0.0 <= a.trajectory_share <= 1.0:
+        p.error("--trajectory-share must be in [0, 1]")
     torch.manual_seed(a.seed)
     export = Path(a.export)
     bank, empty = wording_bank(p, a, family_text_encoder(export))  # before the pool (minutes)
@@ -106,10 +157,18 @@ def main(argv=None):
         rebase_student(student, UNet2DConditionModel.from_pretrained(a.rebase_from), teacher)
     sched = noise_scheduler()  # only add_noise is used: the betas, not the prediction type, matter here
     g = torch.Generator().manual_seed(a.seed)
+    trajectories = trajectory_bank(a, teacher, student, pool, bank, empty) if a.trajectory_share > 0 else None
 
     def loss_fn(step):
         if teacher.device != student.device:  # accelerate moved the student
             teacher.to(student.device)
+        if trajectories is not None and float(torch.rand(1, generator=g)) < a.trajectory_share:
+            full = (step % a.full_every) == a.full_every - 1
+            xt, t, source, fam, par, s_t, s_i = trajectories.sample(
+                max(1, a.batch // 4) if full else a.batch, pool.sources.shape[-1] if full else a.crop, pool.sources, g)
+            terms = mmg_loss_at(student, teacher, xt, t, source, bank[fam, par], empty, s_t, s_i, a.weighting,
+                                a.image_pair_weight)
+            return {**terms, "on_trajectory": torch.tensor(1.0)}  # marks these rows in train_log.jsonl
         source, x0, fam, par = pool.sample(step, a.batch, a.crop, a.full_every, bank.shape[1], g)
         b = len(source)
         s_t = uniform(*a.text_range, b, g)

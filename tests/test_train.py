@@ -142,6 +142,19 @@ def test_teacher_rejects_bad_options(tmp_path, args):
     assert e.value.code == 2
 
 
+@pytest.mark.parametrize("script", ["teacher", "mmg", "clockwork"])
+def test_trainers_name_a_folder_that_is_not_a_family(tmp_path, capsys, script):
+    """``--export`` that is not a family folder (a typo, or a candidate folder not yet copied): a usage error that
+    says what is missing and how to make one, not diffusers' hub-lookup traceback."""
+    import importlib
+    main = importlib.import_module(f"editor.train.{script}").main
+    with pytest.raises(SystemExit) as e:
+        main(["--out", str(tmp_path / "run"), "--export", str(tmp_path / "nowhere"), "--steps", "1"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "autoencoder/" in err and "cp -r data/models/embedded" in err
+
+
 def test_teacher_null_text_anchor_trains(tmp_path, tiny_family_dir):
     fam = tmp_path / "fam"
     shutil.copytree(tiny_family_dir / "autoencoder", fam / "autoencoder")

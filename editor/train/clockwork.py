@@ -41,7 +41,7 @@ from editor.guidance import Conditioning, PerSampleGuidance, ThreePassGuidance, 
 from editor.loading import adaptor_dir, family_text_encoder
 from editor.mmg import TRAIN_IMAGE_RANGE, TRAIN_TEXT_RANGE, MMGDenoiser
 from editor.sampling import make_scheduler, sample
-from editor.train.common import add_args, loop_config, run_loop, uniform
+from editor.train.common import add_args, family_folder, loop_config, run_loop, uniform
 from editor.train.data import pool_from_args
 from editor.train.teacher import instruction_bank, noise_scheduler
 from editor.variants import STUDENT_MMG
@@ -148,8 +148,8 @@ def main(argv=None):
     if a.init_from and a.width:
         p.error("--width comes from the --init-from adaptor")
     torch.manual_seed(a.seed)
-    export = Path(a.export)
     folder, wrap = SERVED[a.serve]
+    export = family_folder(p, a, folder, "autoencoder")
     unet = UNet2DConditionModel.from_pretrained(export / folder).eval().requires_grad_(False)
     resumed = _adaptor_to_go_on(a.init_from, unet) if a.init_from else None  # checked before the pool is built
     ae = AutoencoderTiny.from_pretrained(export / "autoencoder").eval()

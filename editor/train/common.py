@@ -56,6 +56,17 @@ def add_args(p: argparse.ArgumentParser, *, out: str, export_help: str, steps: i
     p.add_argument("--stop-at", type=int, default=None, help="stop after this step (the LR schedule still spans --steps)")
 
 
+def family_folder(p: argparse.ArgumentParser, a: argparse.Namespace, *parts: str) -> Path:
+    """``--export`` as a Path, after checking that it holds these parts of a model family (``unet``,
+    ``autoencoder``, ...): a usage error naming what is missing, at once, instead of diffusers' hub-lookup traceback."""
+    export = Path(a.export)
+    missing = [q for q in parts if not (export / q / "config.json").exists()]
+    if missing:
+        p.error(f"--export {export}: no {', '.join(q + '/' for q in missing)} there; it must be a model family folder "
+                f"(copy the shipped one first, e.g. cp -r data/models/embedded {export})")
+    return export
+
+
 def uniform(lo: float, hi: float, n: int, g: torch.Generator) -> torch.Tensor:
     """``n`` draws from ``U[lo, hi]`` (per-sample guidance scales)."""
     return lo + (hi - lo) * torch.rand(n, generator=g)

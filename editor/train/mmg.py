@@ -36,7 +36,7 @@ from editor.loading import family_text_encoder
 from editor.mmg import EMBED_DIM, TRAIN_IMAGE_RANGE, TRAIN_TEXT_RANGE, MMGDenoiser, guidance_embedding, mmg_targets, \
     rebase_student, student_from_teacher
 from editor.sampling import make_scheduler
-from editor.train.common import add_args, loop_config, run_loop, uniform
+from editor.train.common import add_args, family_folder, loop_config, run_loop, uniform
 from editor.train.data import pool_from_args
 from editor.train.trajectories import TrajectoryBank, record_bank
 from editor.train.teacher import add_wording_args, noise_scheduler, wording_bank
@@ -146,7 +146,7 @@ def main(argv=None):
     if not 0.0 <= a.trajectory_share <= 1.0:
         p.error("--trajectory-share must be in [0, 1]")
     torch.manual_seed(a.seed)
-    export = Path(a.export)
+    export = family_folder(p, a, "unet", "autoencoder")
     bank, empty = wording_bank(p, a, family_text_encoder(export))  # before the pool (minutes)
     teacher = UNet2DConditionModel.from_pretrained(export / "unet").eval().requires_grad_(False)
     ae = AutoencoderTiny.from_pretrained(export / "autoencoder").eval()

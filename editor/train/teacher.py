@@ -21,7 +21,7 @@ from editor import edits
 from editor.family import TeacherConfig, config_dict
 from editor.loading import FAMILY_INDEX, family_text_encoder, write_family_index
 from editor.text_encoder import MiniLMEncoder
-from editor.train.common import add_args, loop_config, run_loop
+from editor.train.common import add_args, family_folder, loop_config, run_loop
 from editor.train.data import family_probs, partial_edits, pool_from_args
 
 
@@ -156,7 +156,7 @@ def main(argv=None):
         p.error(f"--family-weight: {e}")
     anchor_share = a.anchor_share if a.null_text_target == "source" else 0.0
     torch.manual_seed(a.seed)
-    export = Path(a.export)
+    export = family_folder(p, a, "autoencoder")
     try:
         encoder = MiniLMEncoder(keep_tokens=a.text_tokens) if a.text_tokens is not None else family_text_encoder(export)
     except ValueError as e:

@@ -274,10 +274,13 @@ def test_train_mmg_on_trajectory_states_records_and_reuses_the_bank(tmp_path, ti
     fam = tmp_path / "fam"
     shutil.copytree(tiny_family_dir, fam)
     args = ["--export", str(fam), "--steps", "2", "--pool", "2", "--batch", "4", "--crop", "4", "--full-every", "2",
-            "--trajectory-share", "1", "--trajectories", "3", "--trajectory-steps", "2"]
+            "--trajectory-share", "1", "--trajectories", "3", "--trajectory-steps", "2",
+            "--trajectory-text-range", "2", "3"]
     mmg.main(["--out", str(tmp_path / "run"), *args])
     bank = torch.load(tmp_path / "run" / "trajectories.pt")
     assert bank["settings"]["policy"] == "both" and len(bank["states"]) == 3 * 2
+    assert bank["settings"]["text_range"] == [2.0, 3.0]  # --trajectory-text-range: the bank's own s_T range
+    assert 2 <= bank["text_scales"].min() <= bank["text_scales"].max() <= 3
     assert bank["timesteps"].max() == 999  # the first state of every trajectory is pure noise at t = T - 1
     rows = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     assert [r["on_trajectory"] for r in rows if "loss" in r] == [1.0, 1.0]  # share 1: every step on the bank
@@ -286,3 +289,39 @@ def test_train_mmg_on_trajectory_states_records_and_reuses_the_bank(tmp_path, ti
     mmg.main(["--out", str(tmp_path / "run2"), "--trajectory-cache", str(tmp_path / "bank.pt"), *args])
     with pytest.raises(ValueError, match="recorded with"):
         TrajectoryBank.load(tmp_path / "bank.pt", {**bank["settings"], "n": 4})
+
+
+def test_onpolicy_gap_is_zero_where_the_student_is_its_teacher(tiny_family, student):
+    """At ``s_T = s_I = 1`` Eq. 1 is the conditional branch, which the zero-initialised student reproduces, so the
+    gap is 0 on every kind of state and the two trajectories end in the same latents; at the default sliders it is
+    not, and the first state of both trajectories is the initial noise."""
+    from editor.train.teacher import noise_scheduler
+    from editor.train.trajectories import STATE_KINDS, onpolicy_gap
+
+    x, _, source, text, empty = _inputs()
+    target = torch.randn(x.shape, generator=torch.Generator().manual_seed(3))
+    sched = make_scheduler(noise_scheduler().config)
+    for scales, zero in (((1.0, 1.0), True), ((4.0, 1.5), False)):
+        cond = Conditioning(source, text, empty.expand_as(text), Guidance(*scales))
+        out = onpolicy_gap(tiny_family.unet, student, target, x, cond, sched, 3, progress=False)
+        assert len(out["rows"]) == 3 and out["rows"][0]["t"] == 999
+        gaps = [r[k] for r in out["rows"] for k in STATE_KINDS] + [out["final_gap"]]
+        assert (max(gaps) < 1e-10) == zero, gaps
+    # at t = 999 the student's and the teacher's trajectory start from the same state
+    assert out["rows"][0]["teacher_traj"] == out["rows"][0]["student_traj"] > 0
+
+
+def test_onpolicy_gap_command_writes_json(tmp_path, tiny_family_dir, tiny_family, student):
+    from editor.train import trajectories
+
+    fam = tmp_path / "fam"
+    shutil.copytree(tiny_family_dir, fam)
+    student.save_pretrained(fam / "student_mmg")
+    out = tmp_path / "gap.json"
+    trajectories.main(["--model", str(fam), "--json", str(out), "--steps", "2", "--frames", "2", "--pool", "2",
+                       "--pool-cache", str(tmp_path / "pool.pt")])
+    d = json.loads(out.read_text())
+    assert len(d["rows"]) == 2 and set(d["mean"]) == {"forward", "teacher_traj", "student_traj"}
+    assert d["settings"]["steps"] == 2 and (tmp_path / "pool.pt").exists()
+    with pytest.raises(SystemExit):  # not a family folder: a usage error
+        trajectories.main(["--model", str(tmp_path), "--json", str(out)])

@@ -56,14 +56,17 @@ def add_args(p: argparse.ArgumentParser, *, out: str, export_help: str, steps: i
     p.add_argument("--stop-at", type=int, default=None, help="stop after this step (the LR schedule still spans --steps)")
 
 
-def family_folder(p: argparse.ArgumentParser, a: argparse.Namespace, *parts: str) -> Path:
-    """``--export`` as a Path, after checking that it holds these parts of a model family (``unet``,
-    ``autoencoder``, ...): a usage error naming what is missing, at once, instead of diffusers' hub-lookup traceback."""
-    export = Path(a.export)
+def family_folder(p: argparse.ArgumentParser, a: argparse.Namespace, *parts: str, flag: str = "export") -> Path:
+    """``--export`` (or the option ``flag`` names) as a Path, after checking that it holds these parts of a model
+    family (``unet``, ``autoencoder``, ...): a usage error naming what is missing, at once, instead of diffusers'
+    hub-lookup traceback."""
+    export = Path(getattr(a, flag))
     missing = [q for q in parts if not (export / q / "config.json").exists()]
     if missing:
-        p.error(f"--export {export}: no {', '.join(q + '/' for q in missing)} there; it must be a model family folder "
-                f"(copy the shipped one first, e.g. cp -r data/models/embedded {export})")
+        hint = f"copy the shipped one first, e.g. cp -r data/models/embedded {export}" if flag == "export" \
+            else "such as data/models/embedded"
+        p.error(f"--{flag} {export}: no {', '.join(q + '/' for q in missing)} there; it must be a model family folder "
+                f"({hint})")
     return export
 
 

@@ -96,8 +96,9 @@ def trajectory_bank(a: argparse.Namespace, teacher, student, pool, bank, empty) 
     ``OUT/trajectories.pt``) when recorded with the same settings, recorded and saved otherwise. Scales are drawn as
     the distillation draws them, so the pair term's ``s_I + 1`` stays in range."""
     lo, hi = TRAIN_IMAGE_RANGE
+    text_range = a.trajectory_text_range or a.text_range
     settings = {"policy": a.trajectory_policy, "n": a.trajectories, "steps": list(a.trajectory_steps),
-                "text_range": list(a.text_range), "image_range": [lo, hi - 1.0 if a.image_pair_weight > 0 else hi],
+                "text_range": list(text_range), "image_range": [lo, hi - 1.0 if a.image_pair_weight > 0 else hi],
                 "seed": a.seed, "pool": a.pool, "dark_share": a.dark_share, "teacher": str(Path(a.export) / "unet"),
                 "student": str(a.init_from), "rebase_from": str(a.rebase_from)}
     cache = a.trajectory_cache or Path(a.out) / "trajectories.pt"
@@ -107,7 +108,7 @@ def trajectory_bank(a: argparse.Namespace, teacher, student, pool, bank, empty) 
     policy = {"teacher": ThreePassGuidance(teacher), "student": MMGDenoiser(student.eval())}
     out = record_bank([policy[k] for k in POLICIES[a.trajectory_policy]], pool.sources, bank, empty,
                       make_scheduler(noise_scheduler().config), a.trajectories, tuple(a.trajectory_steps),
-                      tuple(a.text_range), tuple(settings["image_range"]), torch.Generator().manual_seed(a.seed + 200))
+                      tuple(text_range), tuple(settings["image_range"]), torch.Generator().manual_seed(a.seed + 200))
     student.train(was_training)
     out.save(cache, settings)
     return out
@@ -138,6 +139,9 @@ def main(argv=None):
                    help="who samples the recorded trajectories: the teacher, the student as it starts, or both in turn")
     p.add_argument("--trajectory-steps", type=int, nargs="+", default=[20, 8],
                    help="sampling step counts the trajectories draw from")
+    p.add_argument("--trajectory-text-range", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                   help="s_T range the bank's trajectories are sampled at (default --text-range); the forward-noised "
+                        "steps keep --text-range")
     p.add_argument("--trajectory-cache", type=Path, default=None,
                    help="trajectory bank cache (default OUT/trajectories.pt)")
     a = p.parse_args(argv)
@@ -145,6 +149,8 @@ def main(argv=None):
         p.error("--rebase-from needs --init-from (the student to move onto the new teacher)")
     if not 0.0 <= a.trajectory_share <= 1.0:
         p.error("--trajectory-share must be in [0, 1]")
+    if a.trajectory_text_range and not 0.0 <= a.trajectory_text_range[0] <= a.trajectory_text_range[1]:
+        p.error("--trajectory-text-range needs 0 <= LO <= HI")
     torch.manual_seed(a.seed)
     export = family_folder(p, a, "unet", "autoencoder")
     bank, empty = wording_bank(p, a, family_text_encoder(export))  # before the pool (minutes)

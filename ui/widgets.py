@@ -97,8 +97,10 @@ def instruction_input(prefix: str) -> gr.Textbox:
 def guidance_sliders(editor: Editor) -> tuple[gr.Slider, gr.Slider]:
     """Text and image guidance, with the family's defaults (the distilled students take them as inputs)."""
     g = editor.family.default_guidance
-    return (gr.Slider(*TEXT_RANGE, value=g.text, step=0.1, label="Text guidance s_T"),
-            gr.Slider(*IMAGE_RANGE, value=g.image, step=0.1, label="Image guidance s_I"))
+    return (gr.Slider(*TEXT_RANGE, value=g.text, step=0.1, label="Text guidance s_T",
+                      info="how strongly the instruction is applied; higher edits more"),
+            gr.Slider(*IMAGE_RANGE, value=g.image, step=0.1, label="Image guidance s_I",
+                      info="how closely the result keeps to the source clip; higher keeps more"))
 
 
 def steps_slider(editor: Editor, interactive: bool = True) -> gr.Slider:

@@ -17,7 +17,7 @@ drawn per trajectory; every state the sampler feeds the denoiser is kept with it
 
 The figures above are the gap diagnostic of this module (:func:`onpolicy_gap`), on the training pool only:
 
-    python -m editor.train.trajectories --model data/models/embedded --json data/results/onpolicy_gap.json
+    python -m editor.train.trajectories --model data/models/embedded --json data/results/onpolicy_gap_stage17.json
 """
 from __future__ import annotations
 

@@ -196,12 +196,18 @@ def score(outputs: dict, tasks: list[Task], targets: dict, reference: str | None
                          "psnr_to_full": metrics.psnr(out, full) if full is not None else None,
                          "flicker_ratio": metrics.flicker_ratio(out, tgt)})
         report[variant] = summarise(rows)
+    for variant, r in report.items():  # paired on the same tasks: which edits a variant gains and loses
+        for key, other in (("paired_vs_reference", reference), ("paired_vs_full", full_step_variant(variant))):
+            if other in report and other != variant:
+                r[key] = metrics.paired_hits([x["hit"] for x in report[other]["rows"]], [x["hit"] for x in r["rows"]])
     return report
 
 
 def summarise(rows: list[dict]) -> dict:
     def agg(rs):
-        return {"instruction_accuracy": float(np.mean([r["hit"] for r in rs])),
+        hits = sum(bool(r["hit"]) for r in rs)
+        return {"instruction_accuracy": hits / len(rs), "hits": hits,
+                "accuracy_interval": list(metrics.accuracy_interval(hits, len(rs))),
                 "psnr_to_target": metrics.mean_or_none(r["psnr_to_target"] for r in rs),
                 "psnr_to_reference": metrics.mean_or_none(r["psnr_to_reference"] for r in rs),
                 "psnr_to_full": metrics.mean_or_none(r["psnr_to_full"] for r in rs),
@@ -221,6 +227,13 @@ def print_table(report: dict, file=sys.stdout) -> None:
         print(f"{name:<28}" + "".join(f"{fmt(r[c]):>21}" for c in cols), file=file)
         for s, rs in r["per_split"].items():
             print(f"  paraphrases {s:<14}" + "".join(f"{fmt(rs[c]):>21}" for c in cols), file=file)
+    print("\nhits (95% Wilson interval; paired: tasks gained / lost against the other, exact McNemar p):", file=file)
+    for name, r in report["variants"].items():
+        lo, hi = r["accuracy_interval"]
+        paired = [f"vs {other} +{c['gained']} / -{c['lost']} (p {c['p_value']:.2f})"
+                  for key, other in (("paired_vs_reference", "teacher"), ("paired_vs_full", full_step_variant(name)))
+                  if (c := r.get(key))]
+        print(f"  {name:<26} {r['hits']}/{r['n']} [{100 * lo:.1f}, {100 * hi:.1f}]%  " + "; ".join(paired), file=file)
     for name, r in report["variants"].items():
         print(f"\nper edit, {name}:", file=file)
         for e, rs in r["per_edit"].items():

@@ -233,3 +233,15 @@ def test_every_available_variant_edits_and_reports_its_passes(tiny_family, movin
         assert out.frames.shape == moving_frames[:3].shape
         assert out.unet_passes == get_variant(name).unet_passes(req)
     assert get_variant("teacher+clockwork-identity").unet_passes(EditRequest("x", steps=8, clock=2)) == 12
+
+
+def test_accuracy_interval_and_paired_hits():
+    """Wilson interval of a hit count and the exact McNemar test on paired hits (scipy's binomtest)."""
+    lo, hi = metrics.accuracy_interval(42, 52)
+    assert 0.68 < lo < 42 / 52 < hi < 0.90  # one task of 52 is 1.9 points: well inside
+    assert metrics.accuracy_interval(0, 4)[0] == 0.0 and metrics.accuracy_interval(4, 4)[1] == pytest.approx(1.0)
+    assert metrics.paired_hits([True] * 6, [False] * 6) == {"gained": 0, "lost": 6, "p_value": 0.03125}
+    assert metrics.paired_hits([True, False, True], [False, True, True]) == {"gained": 1, "lost": 1, "p_value": 1.0}
+    assert metrics.paired_hits([True], [True]) == {"gained": 0, "lost": 0, "p_value": 1.0}
+    with pytest.raises(ValueError):  # not the same tasks
+        metrics.paired_hits([True], [True, False])

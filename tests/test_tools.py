@@ -35,6 +35,13 @@ def test_evaluate_with_clockwork_and_sweep(tmp_path, clips_dir, tiny_family_dir)
     assert teacher["psnr_to_full"] is None and teacher["psnr_to_reference"] is None
     assert cw["psnr_to_full"] == pytest.approx(cw["psnr_to_reference"])  # the full-step variant is the teacher here
     assert cw["n"] == 2 and set(cw["per_edit"]) == {"sepia", "invert"}
+    # paired with the teacher (its reference and its full-step variant here): gains and losses are the differing rows
+    th, ch = [r["hit"] for r in teacher["rows"]], [r["hit"] for r in cw["rows"]]
+    want = {"gained": sum(c and not t for t, c in zip(th, ch)), "lost": sum(t and not c for t, c in zip(th, ch))}
+    for key in ("paired_vs_reference", "paired_vs_full"):
+        assert {k: cw[key][k] for k in want} == want and 0.0 < cw[key]["p_value"] <= 1.0
+    assert "paired_vs_reference" not in teacher and "paired_vs_full" not in teacher
+    assert cw["hits"] == sum(ch) and cw["accuracy_interval"][0] <= cw["instruction_accuracy"] <= cw["accuracy_interval"][1]
     for r in teacher["rows"] + cw["rows"]:  # a hit is exactly "the nearest target is the requested one"
         assert r["nearest"] in evaluate.edits.FAMILIES and r["hit"] == (r["nearest"] == r["edit"])
         assert r["hit"] == (r["hit_margin"] > 0)

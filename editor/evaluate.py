@@ -197,10 +197,16 @@ def score(outputs: dict, tasks: list[Task], targets: dict, reference: str | None
                          "flicker_ratio": metrics.flicker_ratio(out, tgt)})
         report[variant] = summarise(rows)
     for variant, r in report.items():  # paired on the same tasks: which edits a variant gains and loses
-        for key, other in (("paired_vs_reference", reference), ("paired_vs_full", full_step_variant(variant))):
-            if other in report and other != variant:
-                r[key] = metrics.paired_hits([x["hit"] for x in report[other]["rows"]], [x["hit"] for x in r["rows"]])
+        for key, other in paired_partners(variant, report, reference):
+            r[key] = metrics.paired_hits([x["hit"] for x in report[other]["rows"]], [x["hit"] for x in r["rows"]])
     return report
+
+
+def paired_partners(variant: str, names, reference: str | None) -> list[tuple[str, str]]:
+    """``(report key, other variant)`` for the paired comparisons of ``variant`` among ``names``: against the
+    ``reference`` (the teacher) and against its full-step variant, when they were run."""
+    pairs = (("paired_vs_reference", reference), ("paired_vs_full", full_step_variant(variant)))
+    return [(key, other) for key, other in pairs if other in names and other != variant]
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -230,9 +236,8 @@ def print_table(report: dict, file=sys.stdout) -> None:
     print("\nhits (95% Wilson interval; paired: tasks gained / lost against the other, exact McNemar p):", file=file)
     for name, r in report["variants"].items():
         lo, hi = r["accuracy_interval"]
-        paired = [f"vs {other} +{c['gained']} / -{c['lost']} (p {c['p_value']:.2f})"
-                  for key, other in (("paired_vs_reference", "teacher"), ("paired_vs_full", full_step_variant(name)))
-                  if (c := r.get(key))]
+        paired = [f"vs {other} +{r[key]['gained']} / -{r[key]['lost']} (p {r[key]['p_value']:.2f})"
+                  for key, other in paired_partners(name, report["variants"], "teacher")]
         print(f"  {name:<26} {r['hits']}/{r['n']} [{100 * lo:.1f}, {100 * hi:.1f}]%  " + "; ".join(paired), file=file)
     for name, r in report["variants"].items():
         print(f"\nper edit, {name}:", file=file)

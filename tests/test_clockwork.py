@@ -279,10 +279,15 @@ def test_train_clockwork_two_steps(tmp_path, tiny_family_dir, serve):
     if serve == "mmg":
         student_from_teacher(UNet2DConditionModel.from_pretrained(fam / "unet")).save_pretrained(fam / "student_mmg")
     loss = ["--loss", "prediction"] if serve == "teacher" else []
+    mix = ["--step-choices", "4", "5", "--clock-choices", "3"] if serve == "mmg" else []
     train_clockwork.main(["--serve", serve, "--out", str(tmp_path / "run"), "--export", str(fam), "--steps", "2",
-                          "--pool", "2", "--batch", "2", "--lr", "1e-2", *loss])
+                          "--pool", "2", "--batch", "2", "--lr", "1e-2", *loss, *mix])
     rows = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == [0, 1]
+    if mix:  # every batch drew from the given mix, and the export records it
+        assert {r["clock"] for r in rows if "loss" in r} == {3} and {r["steps"] for r in rows if "loss" in r} <= {4, 5}
+        recorded = json.loads((fam / "clockwork_mmg" / "training.json").read_text())
+        assert recorded["clock_choices"] == [3] and recorded["step_choices"] == [4, 5]
     assert all(r["loss"] >= 0 and r["identity_mse"] > 0 for r in rows if "loss" in r)
     assert json.loads((fam / f"clockwork_{serve}" / "training.json").read_text())["args"]["loss"] == (
         "prediction" if loss else "features")
@@ -311,3 +316,13 @@ def test_train_clockwork_two_steps(tmp_path, tiny_family_dir, serve):
         with pytest.raises(SystemExit, match="do not fit"):
             train_clockwork.main(["--serve", serve, "--out", str(tmp_path / "run3"), "--export", str(fam), "--steps", "1",
                                   "--pool", "2", "--batch", "2", "--init-from", str(fam / "wrong")])
+
+
+@pytest.mark.parametrize("mix", [["--clock-choices", "1"], ["--step-choices", "8", "1"]])
+def test_train_clockwork_refuses_a_mix_without_adaptor_steps(tmp_path, capsys, mix):
+    """Clock 1 (or a 1-step schedule) never runs the adaptor, so there would be nothing to learn: a usage error."""
+    from editor.train import clockwork as train_clockwork
+
+    with pytest.raises(SystemExit) as e:
+        train_clockwork.main(["--out", str(tmp_path / "run"), "--export", str(tmp_path / "fam"), *mix])
+    assert e.value.code == 2 and "at least 2" in capsys.readouterr().err

@@ -10,7 +10,8 @@ the 3-pass teacher) exactly as inference does -- ``editor.sampling.sample`` over
 
 The trajectory continues from the adaptor's (detached) output, so with clocks above 2 the adaptor learns from its
 own previous outputs, as at inference (on-policy unrolling). Each batch draws its steps (mostly 8, the paper's
-setting) and clock (2 to 4); each sample its source frame, instruction (seen paraphrases), noise and scales
+setting) and clock (2 to 4; ``--step-choices`` / ``--clock-choices`` change the mix); each sample its source frame,
+instruction (seen paraphrases), noise and scales
 (``s_T ~ U[2, 14]``, ``s_I ~ U[1, 3]``, as the MMG student was trained). ``identity_mse`` in the log is the same loss
 for the training-free identity adaptor (``r_out^{k-1}`` as is), the baseline the trained one must beat.
 
@@ -144,7 +145,15 @@ def main(argv=None):
                         "teacher: Eq. 1 on its three branches)")
     p.add_argument("--init-from", type=Path, default=None,
                    help="an adaptor folder (save_pretrained) to go on training, e.g. the shipped one")
+    p.add_argument("--step-choices", type=int, nargs="+", default=list(STEP_CHOICES), metavar="N",
+                   help="sampling steps each batch draws from (repeat a value to weight it; default: "
+                        f"{' '.join(map(str, STEP_CHOICES))})")
+    p.add_argument("--clock-choices", type=int, nargs="+", default=list(CLOCK_CHOICES), metavar="C",
+                   help="clocks each batch draws from, e.g. 2 alone to fit the app's default clock "
+                        f"(default: {' '.join(map(str, CLOCK_CHOICES))})")
     a = p.parse_args(argv)
+    if min(a.step_choices) < 2 or min(a.clock_choices) < 2:
+        p.error("--step-choices and --clock-choices take values of at least 2 (clock 1 never runs the adaptor)")
     if a.init_from and a.width:
         p.error("--width comes from the --init-from adaptor")
     torch.manual_seed(a.seed)
@@ -170,15 +179,15 @@ def main(argv=None):
         s_t = uniform(*TRAIN_TEXT_RANGE, a.batch, g)
         s_i = uniform(*TRAIN_IMAGE_RANGE, a.batch, g)
         return trajectory_loss(unet, wrap, adaptor, scheduler, source, bank[fam, par].to(adaptor.device),
-                               empty.to(adaptor.device), s_t, s_i, _pick(STEP_CHOICES, g), _pick(CLOCK_CHOICES, g), g,
-                               a.loss)
+                               empty.to(adaptor.device), s_t, s_i, _pick(a.step_choices, g),
+                               _pick(a.clock_choices, g), g, a.loss)
 
     def save_fn(model, out: Path):
         dest = export / adaptor_dir(a.serve)
         model.save_pretrained(dest)
         (dest / "training.json").write_text(json.dumps(
             {"method": "Clockwork ResNet adaptor (arXiv 2312.08128 section 3.2), on-policy unrolled trajectories",
-             "serves": folder, "args": vars(a), "step_choices": STEP_CHOICES, "clock_choices": CLOCK_CHOICES},
+             "serves": folder, "args": vars(a), "step_choices": a.step_choices, "clock_choices": a.clock_choices},
             indent=1, default=str))
 
     run_loop(loop_config(a, warmup=20, save_every=50, log_every=5), adaptor, adaptor.parameters(), loss_fn, save_fn)

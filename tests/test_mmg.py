@@ -160,7 +160,8 @@ def test_image_pair_term_regresses_the_image_direction(tiny_family):
     assert paired["loss"] > paired["mse"] and torch.isfinite(paired["loss"])
 
 
-@pytest.mark.parametrize("extra", [[], ["--image-pair-weight", "1.0"]], ids=["plain", "image-pairs"])
+@pytest.mark.parametrize("extra", [[], ["--image-pair-weight", "1.0", "--wording-mix", "0.5"]],
+                         ids=["plain", "image-pairs-mixed-wordings"])
 def test_train_mmg_two_steps(tmp_path, tiny_family_dir, extra):
     from editor.loading import load_family
     from editor.train import mmg
@@ -325,3 +326,24 @@ def test_onpolicy_gap_command_writes_json(tmp_path, tiny_family_dir, tiny_family
     assert d["settings"]["steps"] == 2 and (tmp_path / "pool.pt").exists()
     with pytest.raises(SystemExit):  # not a family folder: a usage error
         trajectories.main(["--model", str(tmp_path), "--json", str(out)])
+
+
+def test_wording_mix_stays_between_a_family_s_wordings():
+    """Without the mix the states are the bank's; with it each sample is a convex combination of two wordings of its
+    own family (never of another family's), and a share of 1 mixes every sample."""
+    from editor.train.mmg import wording_states
+
+    # bank[f, p] is the constant 10 f + p, so a state names where it came from
+    bank = (10 * torch.arange(3.0)[:, None] + torch.arange(4.0)[None, :])[:, :, None, None].expand(3, 4, 2, 5)
+    fam, par = torch.tensor([0, 1, 2, 2, 1, 0] * 20), torch.tensor([0, 1, 2, 3, 0, 1] * 20)
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(wording_states(bank, fam, par, 0.0, g), bank[fam, par])
+    assert torch.equal(g.get_state(), torch.Generator().manual_seed(0).get_state())  # nothing drawn
+    mixed = wording_states(bank, fam, par, 1.0, g)
+    v = mixed[:, 0, 0]
+    assert torch.all((v >= 10 * fam) & (v <= 10 * fam + 3))  # within the family's wordings
+    assert torch.all(mixed == mixed[:, :1, :1])  # one mixing weight per sample
+    assert (v != bank[fam, par][:, 0, 0]).float().mean() > 0.5
+    with pytest.raises(SystemExit):
+        from editor.train import mmg
+        mmg.main(["--out", "unused", "--wording-mix", "1.5"])

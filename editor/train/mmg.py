@@ -91,6 +91,23 @@ def mmg_loss_at(student, teacher, xt, t, source, text, empty, s_t, s_i, weightin
 POLICIES = {"teacher": ("teacher",), "student": ("student",), "both": ("teacher", "student")}
 
 
+def wording_states(bank: torch.Tensor, fam: torch.Tensor, par: torch.Tensor, mix: float,
+                   g: torch.Generator) -> torch.Tensor:
+    """The instruction states of a batch, ``bank[fam, par]``. With ``mix`` > 0 that share of the samples instead gets
+    ``w * bank[fam, par] + (1 - w) * bank[fam, other]``, ``other`` another training wording of the same family and
+    ``w ~ U[0, 1]``: states between the wordings, which no training wording has. Distillation needs no ground truth --
+    the target is the teacher's Eq. 1 at whatever states it is given -- so the student is fitted to how the teacher
+    responds around its training wordings, not only at them (the held-out paraphrases are never used)."""
+    states = bank[fam, par]
+    if mix <= 0:  # draws nothing, so runs without the flag reproduce
+        return states
+    other = bank[fam, torch.randint(bank.shape[1], par.shape, generator=g)]
+    shape = (len(par),) + (1,) * (states.dim() - 1)
+    w = torch.rand(len(par), generator=g).view(shape)
+    on = (torch.rand(len(par), generator=g) < mix).view(shape)
+    return torch.where(on, w * states + (1 - w) * other, states)
+
+
 def trajectory_bank(a: argparse.Namespace, teacher, student, pool, bank, empty) -> TrajectoryBank:
     """The bank of sampling states for ``--trajectory-share``: loaded from ``--trajectory-cache`` (default
     ``OUT/trajectories.pt``) when recorded with the same settings, recorded and saved otherwise. Scales are drawn as
@@ -131,6 +148,9 @@ def main(argv=None):
     p.add_argument("--image-pair-weight", type=float, default=0.0,
                    help="weight of the s_I pair term (see mmg_loss); > 0 draws s_I ~ U[1, 2] and pairs it with s_I + 1")
     add_wording_args(p)
+    p.add_argument("--wording-mix", type=float, default=0.0,
+                   help="share of samples whose instruction states mix two training wordings of the family "
+                        "(see wording_states)")
     p.add_argument("--trajectory-share", type=float, default=0.0,
                    help="share of steps distilled on recorded sampling-trajectory states instead of forward-noised "
                         "targets (editor.train.trajectories)")
@@ -147,8 +167,9 @@ def main(argv=None):
     a = p.parse_args(argv)
     if a.rebase_from and not a.init_from:
         p.error("--rebase-from needs --init-from (the student to move onto the new teacher)")
-    if not 0.0 <= a.trajectory_share <= 1.0:
-        p.error("--trajectory-share must be in [0, 1]")
+    for name in ("trajectory_share", "wording_mix"):
+        if not 0.0 <= getattr(a, name) <= 1.0:
+            p.error(f"--{name.replace('_', '-')} must be in [0, 1]")
     if a.trajectory_text_range and not 0.0 <= a.trajectory_text_range[0] <= a.trajectory_text_range[1]:
         p.error("--trajectory-text-range needs 0 <= LO <= HI")
     torch.manual_seed(a.seed)
@@ -172,16 +193,16 @@ def main(argv=None):
             full = (step % a.full_every) == a.full_every - 1
             xt, t, source, fam, par, s_t, s_i = trajectories.sample(
                 max(1, a.batch // 4) if full else a.batch, pool.sources.shape[-1] if full else a.crop, pool.sources, g)
-            terms = mmg_loss_at(student, teacher, xt, t, source, bank[fam, par], empty, s_t, s_i, a.weighting,
-                                a.image_pair_weight)
+            terms = mmg_loss_at(student, teacher, xt, t, source, wording_states(bank, fam, par, a.wording_mix, g),
+                                empty, s_t, s_i, a.weighting, a.image_pair_weight)
             return {**terms, "on_trajectory": torch.tensor(1.0)}  # marks these rows in train_log.jsonl
         source, x0, fam, par = pool.sample(step, a.batch, a.crop, a.full_every, bank.shape[1], g)
         b = len(source)
         s_t = uniform(*a.text_range, b, g)
         lo, hi = TRAIN_IMAGE_RANGE
         s_i = uniform(lo, hi - 1.0, b, g) if a.image_pair_weight > 0 else uniform(lo, hi, b, g)
-        return mmg_loss(student, teacher, sched, x0, source, bank[fam, par], empty, s_t, s_i, g, a.weighting,
-                        a.image_pair_weight)
+        return mmg_loss(student, teacher, sched, x0, source, wording_states(bank, fam, par, a.wording_mix, g), empty,
+                        s_t, s_i, g, a.weighting, a.image_pair_weight)
 
     def save_fn(model, out: Path):
         model.save_pretrained(export / STUDENT_DIR)

@@ -52,6 +52,7 @@ from editor.loading import load_family, model_source
 from editor.pipeline import Editor, EditRequest
 from editor.variants import available_variants, full_step_variant, get_variant
 
+REFERENCE = "teacher"  # the variant psnr_to_reference and paired_vs_reference compare against, when it was run
 VIDEO_EXTS = {".mp4", ".mov", ".webm", ".mkv", ".avi", ".gif", ".m4v"}
 SWEEP_TEXT = (2.0, 5.0, 8.0, 11.0, 14.0)   # s_T values of the sweep (the MMG training range, U[2, 14])
 SWEEP_IMAGE = (1.0, 1.5, 2.0, 2.5, 3.0)    # s_I values of the sweep (U[1, 3])
@@ -237,7 +238,7 @@ def print_table(report: dict, file=sys.stdout) -> None:
     for name, r in report["variants"].items():
         lo, hi = r["accuracy_interval"]
         paired = [f"vs {other} +{r[key]['gained']} / -{r[key]['lost']} (p {r[key]['p_value']:.2f})"
-                  for key, other in paired_partners(name, report["variants"], "teacher")]
+                  for key, other in paired_partners(name, report["variants"], REFERENCE)]
         print(f"  {name:<26} {r['hits']}/{r['n']} [{100 * lo:.1f}, {100 * hi:.1f}]%  " + "; ".join(paired), file=file)
     for name, r in report["variants"].items():
         print(f"\nper edit, {name}:", file=file)
@@ -345,7 +346,7 @@ def main(argv=None) -> dict | None:
                            "clock": a.clock,
                            "paraphrases": a.paraphrases, "instructions": str(a.instructions) if custom else None,
                            "model": family.name, "model_source": model_source(a.model)},
-              "variants": score(outputs, tasks, targets, "teacher" if "teacher" in variants else None),
+              "variants": score(outputs, tasks, targets, REFERENCE if REFERENCE in variants else None),
               "autoencoder_psnr": autoencoder_psnr(family, sources, targets, fams, a.seed), "seconds": seconds}
     if a.sweep:
         picked = spread(tasks, a.sweep_tasks)

@@ -79,27 +79,28 @@ class EditRunner:
 
     def __init__(self, editor: Editor, cache: Path | None = None):
         self.editor, self.cache = editor, cache
-        self._weights: dict[str, str] = {}
+        self._weights: dict[tuple[str, int | None], str] = {}
         self.hits = 0
 
-    def weights_hash(self, variant_name: str) -> str:
-        if variant_name not in self._weights:
+    def weights_hash(self, variant_name: str, clock: int | None = None) -> str:
+        """sha256 of the weights ``variant_name`` runs at ``clock`` (which picks a clock's specialist adaptor)."""
+        if (variant_name, clock) not in self._weights:
             fam, v = self.editor.family, get_variant(variant_name)
-            mods = [m for m in (v.unet(fam), fam.autoencoder, v.adaptor(fam)) if m is not None]
+            mods = [m for m in (v.unet(fam), fam.autoencoder, v.adaptor(fam, clock)) if m is not None]
             h = hashlib.sha256()
             for m in mods:
                 for k, t in sorted(m.state_dict().items()):
                     h.update(k.encode())
                     h.update(t.detach().cpu().contiguous().numpy().tobytes())
-            self._weights[variant_name] = h.hexdigest()
-        return self._weights[variant_name]
+            self._weights[(variant_name, clock)] = h.hexdigest()
+        return self._weights[(variant_name, clock)]
 
     def key(self, frames: np.ndarray, request: EditRequest) -> str:
         fields = dataclasses.asdict(request)
         if not get_variant(request.variant).clockwork:
             fields.pop("clock")  # the clock does not change a full-step variant's output
         h = hashlib.sha256(json.dumps(fields, sort_keys=True).encode())
-        h.update(self.weights_hash(request.variant).encode())
+        h.update(self.weights_hash(request.variant, request.clock).encode())
         h.update(str(frames.shape).encode())
         h.update(np.ascontiguousarray(frames).tobytes())
         return h.hexdigest()

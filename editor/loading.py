@@ -28,12 +28,18 @@ from editor.text_encoder import CachedEncoder, CLIPEncoder, MiniLMEncoder
 
 EMBEDDED = Path(__file__).resolve().parents[1] / "data" / "models" / "embedded"
 FAMILY_INDEX = "family.json"
-ADAPTOR_PREFIX = "clockwork_"  # trained Clockwork adaptors: clockwork_<model>/ (editor.train.clockwork)
+ADAPTOR_PREFIX = "clockwork_"  # trained Clockwork adaptors: clockwork_<model>[_clock<N>]/ (editor.train.clockwork)
 
 
-def adaptor_dir(model: str) -> str:
-    """Folder name of the trained Clockwork adaptor serving ``model`` (``"teacher"`` or ``"mmg"``)."""
-    return f"{ADAPTOR_PREFIX}{model}"
+def adaptor_key(model: str, clock: int | None = None) -> str:
+    """Key in ``ModelFamily.adaptors`` of the adaptor serving ``model`` (``"teacher"`` or ``"mmg"``) at every clock
+    (``clock`` None) or of the specialist trained for one clock (``"mmg_clock4"``)."""
+    return model if clock is None else f"{model}_clock{int(clock)}"
+
+
+def adaptor_dir(model: str, clock: int | None = None) -> str:
+    """Folder name of the trained Clockwork adaptor with :func:`adaptor_key` ``(model, clock)``."""
+    return ADAPTOR_PREFIX + adaptor_key(model, clock)
 
 
 @dataclass
@@ -50,7 +56,13 @@ class ModelFamily:
     default_guidance: Guidance = Guidance()
     default_steps: int = 20
     extras: dict = field(default_factory=dict)  # further UNets of the family (distilled students), by name
-    adaptors: dict = field(default_factory=dict)  # trained Clockwork adaptors, by the model they serve
+    adaptors: dict = field(default_factory=dict)  # trained Clockwork adaptors, by adaptor_key (model[, clock])
+
+    def adaptor_for(self, model: str, clock: int | None = None):
+        """The trained adaptor serving ``model`` at ``clock``: the specialist trained on that clock alone where the
+        family ships one (``clockwork_<model>_clock<N>/``), else the one for every clock (``None`` if neither)."""
+        general = self.adaptors.get(adaptor_key(model))
+        return general if clock is None else self.adaptors.get(adaptor_key(model, clock), general)
 
     @property
     def downsample(self) -> int:

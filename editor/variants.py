@@ -28,9 +28,10 @@ class Variant:
         """The family's UNet this variant runs."""
         return family.unet if self.model == "teacher" else family.extras[STUDENT_MMG]
 
-    def adaptor(self, family):
-        """The family's trained Clockwork adaptor this variant runs (``None`` for identity or no Clockwork)."""
-        return family.adaptors[self.model] if self.clockwork == "trained" else None
+    def adaptor(self, family, clock: int | None = None):
+        """The family's trained Clockwork adaptor this variant runs at ``clock`` (a clock's specialist where the family
+        has one; ``None`` for identity or no Clockwork). All share one architecture, so FLOP counts may omit ``clock``."""
+        return family.adaptor_for(self.model, clock) if self.clockwork == "trained" else None
 
     def _wrap(self):
         return ThreePassGuidance if self.model == "teacher" else MMGDenoiser
@@ -40,7 +41,7 @@ class Variant:
         if self.clockwork is None:
             return self._wrap()(self.unet(family))
         cfg = ClockworkConfig(clock=request.clock, adaptor=self.clockwork)
-        return ClockworkDenoiser(self.unet(family), cfg, adaptor=self.adaptor(family), wrap=self._wrap())
+        return ClockworkDenoiser(self.unet(family), cfg, adaptor=self.adaptor(family, request.clock), wrap=self._wrap())
 
     def steps(self, request) -> int:
         return request.steps

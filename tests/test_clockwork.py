@@ -326,3 +326,52 @@ def test_train_clockwork_refuses_a_mix_without_adaptor_steps(tmp_path, capsys, m
     with pytest.raises(SystemExit) as e:
         train_clockwork.main(["--out", str(tmp_path / "run"), "--export", str(tmp_path / "fam"), *mix])
     assert e.value.code == 2 and "at least 2" in capsys.readouterr().err
+
+
+def test_a_clock_specialist_adaptor_runs_at_its_clock_only(tiny_family_dir, tmp_path):
+    """``--per-clock`` exports ``clockwork_mmg_clock<C>/``; the engine runs it at clock C and the adaptor for every
+    clock elsewhere, and the evaluator's cache tells the two apart (it hashes the adaptor that actually runs)."""
+    import json
+    import shutil
+
+    import numpy as np
+    from diffusers import UNet2DConditionModel
+
+    from editor.evaluate import EditRunner
+    from editor.loading import load_family
+    from editor.mmg import student_from_teacher
+    from editor.pipeline import EditRequest, Editor
+    from editor.train import clockwork as train_clockwork
+    from editor.variants import get_variant
+
+    fam = tmp_path / "fam"
+    shutil.copytree(tiny_family_dir, fam)
+    student = student_from_teacher(UNet2DConditionModel.from_pretrained(fam / "unet"))
+    student.save_pretrained(fam / "student_mmg")
+    ResNetAdaptor.for_unet(student).save_pretrained(fam / "clockwork_mmg")  # the adaptor for every clock
+    train_clockwork.main(["--serve", "mmg", "--out", str(tmp_path / "run"), "--export", str(fam), "--steps", "1",
+                          "--pool", "2", "--batch", "2", "--lr", "1e-2", "--clock-choices", "3", "--per-clock"])
+    assert json.loads((fam / "clockwork_mmg_clock3" / "training.json").read_text())["clock_choices"] == [3]
+    family = load_family(fam)
+    assert set(family.adaptors) == {"mmg", "mmg_clock3"}
+    v = get_variant("mmg+clockwork")
+    assert v.adaptor(family, 3) is family.adaptors["mmg_clock3"]
+    assert v.adaptor(family, 2) is family.adaptors["mmg"] and v.adaptor(family) is family.adaptors["mmg"]
+    runner = EditRunner(Editor(family))
+    assert runner.weights_hash(v.name, 3) != runner.weights_hash(v.name, 2) == runner.weights_hash(v.name, 4)
+    # the specialist is what sampling at clock 3 runs: the same edit with it removed differs
+    torch.nn.init.normal_(family.adaptors["mmg_clock3"].conv_out.weight, std=0.1)
+    frames = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    req = EditRequest("make it sepia", steps=4, clock=3, variant=v.name)
+    with_specialist = Editor(family).edit_frames(frames, req).frames
+    del family.adaptors["mmg_clock3"]
+    assert not np.array_equal(with_specialist, Editor(family).edit_frames(frames, req).frames)
+
+
+def test_per_clock_needs_a_single_clock(tmp_path, capsys):
+    from editor.train import clockwork as train_clockwork
+
+    with pytest.raises(SystemExit) as e:
+        train_clockwork.main(["--out", str(tmp_path / "run"), "--export", str(tmp_path / "fam"), "--per-clock",
+                              "--clock-choices", "2", "4"])
+    assert e.value.code == 2 and "single clock" in capsys.readouterr().err

@@ -22,8 +22,10 @@ feature loss per branch does not ask for that, and the teacher's feature-loss ad
 
 Reads ``EXPORT/autoencoder`` and the served UNet (``EXPORT/student_mmg`` for ``--serve mmg``, ``EXPORT/unet`` for
 ``--serve teacher``); writes ``EXPORT/clockwork_mmg`` or ``EXPORT/clockwork_teacher`` (``save_pretrained`` plus
-``training.json``), which ``editor.loading.load_family`` picks up as ``family.adaptors``. Resumable; ``--init-from``
-goes on from a trained adaptor (a fresh LR schedule).
+``training.json``), which ``editor.loading.load_family`` picks up as ``family.adaptors``; with ``--per-clock`` and
+one clock C in ``--clock-choices``, ``EXPORT/clockwork_<serve>_clock<C>`` instead: a specialist that the engine runs
+at clock C in place of the adaptor for every clock. Resumable; ``--init-from`` goes on from a trained adaptor (a
+fresh LR schedule).
 
     python -m editor.train.clockwork --serve mmg --out runs/clockwork_mmg --export data/models/embedded
 """
@@ -151,9 +153,14 @@ def main(argv=None):
     p.add_argument("--clock-choices", type=int, nargs="+", default=list(CLOCK_CHOICES), metavar="C",
                    help="clocks each batch draws from, e.g. 2 alone to fit the app's default clock "
                         f"(default: {' '.join(map(str, CLOCK_CHOICES))})")
+    p.add_argument("--per-clock", action="store_true",
+                   help="export as the specialist of the one clock in --clock-choices (clockwork_<serve>_clock<C>/, "
+                        "which the engine runs at that clock instead of clockwork_<serve>/)")
     a = p.parse_args(argv)
     if min(a.step_choices) < 2 or min(a.clock_choices) < 2:
         p.error("--step-choices and --clock-choices take values of at least 2 (clock 1 never runs the adaptor)")
+    if a.per_clock and len(set(a.clock_choices)) != 1:
+        p.error(f"--per-clock needs a single clock in --clock-choices, got {' '.join(map(str, a.clock_choices))}")
     if a.init_from and a.width:
         p.error("--width comes from the --init-from adaptor")
     torch.manual_seed(a.seed)
@@ -183,7 +190,7 @@ def main(argv=None):
                                _pick(a.clock_choices, g), g, a.loss)
 
     def save_fn(model, out: Path):
-        dest = export / adaptor_dir(a.serve)
+        dest = export / adaptor_dir(a.serve, a.clock_choices[0] if a.per_clock else None)
         model.save_pretrained(dest)
         (dest / "training.json").write_text(json.dumps(
             {"method": "Clockwork ResNet adaptor (arXiv 2312.08128 section 3.2), on-policy unrolled trajectories",

@@ -100,7 +100,7 @@ class EditRunner:
         if not get_variant(request.variant).clockwork:
             fields.pop("clock")  # the clock does not change a full-step variant's output
         h = hashlib.sha256(json.dumps(fields, sort_keys=True).encode())
-        h.update(self.weights_hash(request.variant, request.clock).encode())
+        h.update(self.weights_hash(request.variant, fields.get("clock")).encode())  # one hash per variant when no clock
         h.update(str(frames.shape).encode())
         h.update(np.ascontiguousarray(frames).tobytes())
         return h.hexdigest()

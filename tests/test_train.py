@@ -346,3 +346,27 @@ def test_load_wordings_names_missing_and_unknown_families(tmp_path):
     with pytest.raises(ValueError, match="missing.*unknown.*nonsense"):
         teacher.load_wordings(f)
     assert teacher.load_wordings(None) is None
+
+
+def test_zero_snr_teacher_writes_its_schedule_for_the_loader_and_later_trainers(tmp_path, tiny_family_dir,
+                                                                                 moving_frames, monkeypatch):
+    import editor.pipeline
+    from editor.guidance import Guidance
+    from editor.loading import load_family
+    from editor.pipeline import Editor, EditRequest
+
+    fam = tmp_path / "fam"
+    shutil.copytree(tiny_family_dir / "autoencoder", fam / "autoencoder")
+    teacher.main(["--out", str(tmp_path / "run"), "--export", str(fam), "--steps", "1", "--pool", "2", "--batch", "4",
+                  "--crop", "4", "--full-every", "2", "--zero-snr"])
+    assert float(teacher.family_noise_scheduler(tiny_family_dir).alphas_cumprod[-1]) > 1e-3  # the default's leak
+    trained = teacher.family_noise_scheduler(fam)  # what the student's and the adaptors' trainers now share
+    assert trained.config.rescale_betas_zero_snr and float(trained.alphas_cumprod[-1]) == 0.0
+    assert float(teacher.family_noise_scheduler(tmp_path / "no_family").alphas_cumprod[-1]) > 1e-3
+    family = load_family(fam)
+    assert float(family.scheduler.alphas_cumprod[-1]) == 0.0  # the sampler starts where training ended
+    latents = []
+    plain = editor.pipeline.sample
+    monkeypatch.setattr(editor.pipeline, "sample", lambda *a, **k: latents.append(plain(*a, **k)) or latents[-1])
+    Editor(family).edit_frames(moving_frames[:2], EditRequest("make it sepia", Guidance(4.0, 1.5), steps=2))
+    assert latents and torch.isfinite(latents[0]).all()  # v-prediction at SNR 0 (x0 = -v) samples without NaNs

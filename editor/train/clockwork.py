@@ -46,7 +46,7 @@ from editor.mmg import TRAIN_IMAGE_RANGE, TRAIN_TEXT_RANGE, MMGDenoiser
 from editor.sampling import make_scheduler, sample
 from editor.train.common import add_args, family_folder, loop_config, run_loop, uniform
 from editor.train.data import pool_from_args
-from editor.train.teacher import instruction_bank, noise_scheduler
+from editor.train.teacher import family_noise_scheduler, instruction_bank
 from editor.variants import STUDENT_MMG
 
 SERVED = {"mmg": (STUDENT_MMG, MMGDenoiser), "teacher": ("unet", ThreePassGuidance)}
@@ -171,7 +171,7 @@ def main(argv=None):
     ae = AutoencoderTiny.from_pretrained(export / "autoencoder").eval()
     pool = pool_from_args(ae, a)
     bank, empty = instruction_bank(family_text_encoder(export))
-    scheduler = make_scheduler(noise_scheduler().config)
+    scheduler = make_scheduler(family_noise_scheduler(export).config)
     # a fresh adaptor is built here, after the text encoder, so earlier runs' initialisations reproduce
     adaptor = (resumed if resumed is not None else ResNetAdaptor.for_unet(unet, width=a.width)).train()
     g = torch.Generator().manual_seed(a.seed)

@@ -39,7 +39,7 @@ from editor.sampling import make_scheduler
 from editor.train.common import add_args, family_folder, loop_config, run_loop, uniform
 from editor.train.data import pool_from_args
 from editor.train.trajectories import TrajectoryBank, record_bank
-from editor.train.teacher import add_wording_args, noise_scheduler, wording_bank
+from editor.train.teacher import add_wording_args, family_noise_scheduler, wording_bank
 
 STUDENT_DIR = "student_mmg"
 
@@ -124,7 +124,7 @@ def trajectory_bank(a: argparse.Namespace, teacher, student, pool, bank, empty) 
     was_training = student.training
     policy = {"teacher": ThreePassGuidance(teacher), "student": MMGDenoiser(student.eval())}
     out = record_bank([policy[k] for k in POLICIES[a.trajectory_policy]], pool.sources, bank, empty,
-                      make_scheduler(noise_scheduler().config), a.trajectories, tuple(a.trajectory_steps),
+                      make_scheduler(family_noise_scheduler(a.export).config), a.trajectories, tuple(a.trajectory_steps),
                       tuple(text_range), tuple(settings["image_range"]), torch.Generator().manual_seed(a.seed + 200))
     student.train(was_training)
     out.save(cache, settings)
@@ -182,7 +182,7 @@ def main(argv=None):
         else student_from_teacher(teacher, a.embed_dim).train()
     if a.rebase_from:
         rebase_student(student, UNet2DConditionModel.from_pretrained(a.rebase_from), teacher)
-    sched = noise_scheduler()  # only add_noise is used: the betas, not the prediction type, matter here
+    sched = family_noise_scheduler(export)  # the teacher's betas (only add_noise is used)
     g = torch.Generator().manual_seed(a.seed)
     trajectories = trajectory_bank(a, teacher, student, pool, bank, empty) if a.trajectory_share > 0 else None
 

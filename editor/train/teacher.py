@@ -25,10 +25,20 @@ from editor.train.common import add_args, family_folder, loop_config, run_loop
 from editor.train.data import family_probs, partial_edits, pool_from_args
 
 
-def noise_scheduler(prediction_type: str = "v_prediction") -> DDPMScheduler:
-    """The training noise schedule (Stable Diffusion's scaled-linear betas, 1000 steps)."""
+def noise_scheduler(prediction_type: str = "v_prediction", zero_snr: bool = False) -> DDPMScheduler:
+    """The training noise schedule (Stable Diffusion's scaled-linear betas, 1000 steps). ``zero_snr`` rescales the
+    betas to zero terminal SNR (Lin et al. 2024, "Common diffusion noise schedules and sample steps are flawed",
+    Alg. 1): the scaled-linear schedule keeps sqrt(abar_999) = 0.068 of the clean latent at t = 999, so training
+    lets the first step read each latent channel's mean off the noisy input, which pure noise at sampling lacks."""
     return DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                         prediction_type=prediction_type, clip_sample=False)
+                         prediction_type=prediction_type, clip_sample=False, rescale_betas_zero_snr=zero_snr)
+
+
+def family_noise_scheduler(folder: Path) -> DDPMScheduler:
+    """The noise schedule a family's teacher was trained with (its ``scheduler/``, written by this trainer), which
+    the student's and the adaptors' trainers must share; the default schedule for a family without one."""
+    config = Path(folder) / "scheduler" / "scheduler_config.json"
+    return DDPMScheduler.from_config(json.loads(config.read_text())) if config.exists() else noise_scheduler()
 
 
 def instruction_bank(text_encoder, templated: bool = False, extra: dict | None = None
@@ -137,6 +147,9 @@ def main(argv=None):
                         "(the null-text anchor; see drop_conditions)")
     p.add_argument("--anchor-share", type=float, default=1.0,
                    help="with --null-text-target source: share of those examples that learn the source")
+    p.add_argument("--zero-snr", action="store_true",
+                   help="rescale the betas to zero terminal SNR (Lin et al. 2024; see noise_scheduler); written to the "
+                        "family's scheduler/, which the loader and the later trainers read")
     p.add_argument("--family-weight", action="append", default=[], metavar="FAMILY=W",
                    help="draw this edit family W times as often as the others (repeatable; e.g. cartoon=3 for the "
                         "family with the highest loss)")
@@ -167,7 +180,7 @@ def main(argv=None):
     probs = family_probs(pool.families, a.family_weight)
     cfg = TeacherConfig(latent_channels=pool.sources.shape[1], sample_size=pool.sources.shape[-1])
     unet = UNet2DConditionModel.from_pretrained(a.init_from) if a.init_from else cfg.build()
-    sched = noise_scheduler(cfg.prediction_type)
+    sched = noise_scheduler(cfg.prediction_type, a.zero_snr)
     g = torch.Generator().manual_seed(a.seed)
 
     def loss_fn(step):

@@ -36,7 +36,7 @@ from editor.loading import family_text_encoder
 from editor.sampling import make_scheduler, sample
 from editor.train.common import family_folder, uniform
 from editor.train.data import build_pool, same_window
-from editor.train.teacher import instruction_bank, noise_scheduler
+from editor.train.teacher import family_noise_scheduler, instruction_bank
 
 
 class StateRecorder:
@@ -135,7 +135,7 @@ def onpolicy_gap(teacher, student, target: torch.Tensor, noise: torch.Tensor, co
     T, S = ThreePassGuidance(teacher), MMGDenoiser(student)
     recorders = {"teacher_traj": StateRecorder(T), "student_traj": StateRecorder(S)}
     finals = [sample(r, noise, cond, scheduler, steps) for r in recorders.values()]
-    add_noise = noise_scheduler().add_noise
+    add_noise = scheduler.add_noise  # the same betas as the sampler's
     rows = []
     for i, t in enumerate(tqdm(recorders["teacher_traj"].timesteps, desc="on-policy gap", disable=not progress)):
         states = {"forward": add_noise(target, noise, t), **{k: r.states[i] for k, r in recorders.items()}}
@@ -181,7 +181,7 @@ def main(argv=None):
     cond = Conditioning(pool.sources[idx], text, empty.expand_as(text), Guidance(a.text_guidance, a.image_guidance))
     noise = torch.randn(cond.source.shape, generator=g)
     out = onpolicy_gap(teacher, student, pool.targets[idx, fam], noise, cond,
-                       make_scheduler(noise_scheduler().config), a.steps)
+                       make_scheduler(family_noise_scheduler(family).config), a.steps)
     print("step     t " + "".join(f"{k:>14}" for k in STATE_KINDS))
     for r in out["rows"]:
         print(f"{r['step']:4d} {r['t']:5d} " + "".join(f"{r[k]:14.4f}" for k in STATE_KINDS))

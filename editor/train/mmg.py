@@ -108,10 +108,11 @@ def wording_states(bank: torch.Tensor, fam: torch.Tensor, par: torch.Tensor, mix
     return torch.where(on, w * states + (1 - w) * other, states)
 
 
-def trajectory_bank(a: argparse.Namespace, teacher, student, pool, bank, empty) -> TrajectoryBank:
+def trajectory_bank(a: argparse.Namespace, teacher, student, pool, bank, empty, noise_schedule) -> TrajectoryBank:
     """The bank of sampling states for ``--trajectory-share``: loaded from ``--trajectory-cache`` (default
     ``OUT/trajectories.pt``) when recorded with the same settings, recorded and saved otherwise. Scales are drawn as
-    the distillation draws them, so the pair term's ``s_I + 1`` stays in range."""
+    the distillation draws them, so the pair term's ``s_I + 1`` stays in range; sampled with DDIM over
+    ``noise_schedule``, the family's training betas."""
     lo, hi = TRAIN_IMAGE_RANGE
     text_range = a.trajectory_text_range or a.text_range
     settings = {"policy": a.trajectory_policy, "n": a.trajectories, "steps": list(a.trajectory_steps),
@@ -124,7 +125,7 @@ def trajectory_bank(a: argparse.Namespace, teacher, student, pool, bank, empty) 
     was_training = student.training
     policy = {"teacher": ThreePassGuidance(teacher), "student": MMGDenoiser(student.eval())}
     out = record_bank([policy[k] for k in POLICIES[a.trajectory_policy]], pool.sources, bank, empty,
-                      make_scheduler(family_noise_scheduler(a.export).config), a.trajectories, tuple(a.trajectory_steps),
+                      make_scheduler(noise_schedule.config), a.trajectories, tuple(a.trajectory_steps),
                       tuple(text_range), tuple(settings["image_range"]), torch.Generator().manual_seed(a.seed + 200))
     student.train(was_training)
     out.save(cache, settings)
@@ -184,7 +185,7 @@ def main(argv=None):
         rebase_student(student, UNet2DConditionModel.from_pretrained(a.rebase_from), teacher)
     sched = family_noise_scheduler(export)  # the teacher's betas (only add_noise is used)
     g = torch.Generator().manual_seed(a.seed)
-    trajectories = trajectory_bank(a, teacher, student, pool, bank, empty) if a.trajectory_share > 0 else None
+    trajectories = trajectory_bank(a, teacher, student, pool, bank, empty, sched) if a.trajectory_share > 0 else None
 
     def loss_fn(step):
         if teacher.device != student.device:  # accelerate moved the student

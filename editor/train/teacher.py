@@ -37,8 +37,8 @@ def noise_scheduler(prediction_type: str = "v_prediction", zero_snr: bool = Fals
 def family_noise_scheduler(folder: Path) -> DDPMScheduler:
     """The noise schedule a family's teacher was trained with (its ``scheduler/``, written by this trainer), which
     the student's and the adaptors' trainers must share; the default schedule for a family without one."""
-    config = Path(folder) / "scheduler" / "scheduler_config.json"
-    return DDPMScheduler.from_config(json.loads(config.read_text())) if config.exists() else noise_scheduler()
+    folder = Path(folder) / "scheduler"
+    return DDPMScheduler.from_pretrained(folder) if (folder / "scheduler_config.json").exists() else noise_scheduler()
 
 
 def instruction_bank(text_encoder, templated: bool = False, extra: dict | None = None

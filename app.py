@@ -14,8 +14,8 @@ import os
 
 from editor.loading import EMBEDDED, load_family
 from editor.pipeline import Editor
-from editor.ratings.store import Store, default_url
-from editor.study import DEFAULT_OUT as STUDIES_DIR
+from editor.study.store import Store, default_url
+from editor.study.studies import DEFAULT_OUT as STUDIES_DIR
 from editor.video_io import VideoLimits
 from ui.blocks import AppConfig, build_app, launch_kwargs, queue_app
 

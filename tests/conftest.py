@@ -1,7 +1,10 @@
-"""Shared fixtures: tiny random model families built in a temp folder (nothing is downloaded)."""
+"""Shared fixtures and helpers: tiny random model families built in a temp folder (nothing is downloaded), the
+tiny family's Editor, a temp ratings store, and the app served on a free port."""
 from __future__ import annotations
 
 import os
+import socket
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -10,12 +13,14 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+FRAMES, SIDE, FPS = 6, 64, 8  # the app tests' clips (tests/test_app.py, tests/test_browser.py)
+
 
 def make_tiny_family(folder, seed: int = 0):
     """Save a tiny random embedded family (AutoencoderTiny, teacher UNet, scheduler, family.json) to ``folder``."""
     from editor.family import AutoencoderConfig, TeacherConfig, save_autoencoder
     from editor.loading import write_family_index
-    from editor.train.teacher import noise_scheduler
+    from editor.train.common import noise_scheduler
 
     torch.manual_seed(seed)
     ae = AutoencoderConfig(width=8, latent_channels=4, decoder_blocks=(1, 1, 1, 0)).build()
@@ -71,3 +76,42 @@ def db_url(request, tmp_path):
     from tests.postgres import fresh_database
 
     return fresh_database(request.getfixturevalue("postgres_server"))
+
+
+@pytest.fixture(scope="module")
+def editor(tiny_family):
+    """The tiny family's Editor."""
+    from editor.pipeline import Editor
+
+    return Editor(tiny_family)
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A ratings store on a SQLite file in ``tmp_path``."""
+    from editor.study.store import Store
+
+    with Store(f"sqlite:///{tmp_path / 'ratings.db'}") as s:
+        yield s
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def served(editor, store, config):
+    """The app launched on a free port (queue as app.py sets it), and a gradio_client on it."""
+    from gradio_client import Client
+
+    from ui.blocks import build_app, launch_kwargs, queue_app
+
+    demo = build_app(editor, store, config)
+    try:
+        _, url, _ = queue_app(demo).launch(prevent_thread_lock=True, server_port=free_port(), quiet=True,
+                                           **launch_kwargs(config))
+        yield url, Client(url, verbose=False)
+    finally:
+        demo.close()

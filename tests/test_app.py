@@ -5,9 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-import socket
 import threading
-from contextlib import contextmanager
 
 import gradio as gr
 import numpy as np
@@ -15,31 +13,19 @@ import pytest
 from scipy.optimize import minimize
 
 import app
-from editor.pipeline import Editor
-from editor.ratings.store import Store, VoteIn
+from editor.study.store import VoteIn
 from editor.variants import available_variants
 from editor.video_io import read_clip, write_clip
-from ui import handlers
-from ui.blocks import AppConfig, build_app, example_instructions, launch_kwargs, queue_app
-from ui.handlers import UserError, pick_seed, run_edit
-
-FRAMES, SIDE, FPS = 6, 64, 8
-
-
-@pytest.fixture(scope="module")
-def editor(tiny_family):
-    return Editor(tiny_family)
+from tests.conftest import FPS, FRAMES, SIDE, served
+from ui import common
+from ui.blocks import AppConfig, build_app, example_instructions
+from ui.common import UserError, pick_seed
+from ui.edit import run_edit
 
 
 @pytest.fixture
 def config(tmp_path):
     return AppConfig(short_side=SIDE, max_frames=48, samples=(), output_dir=str(tmp_path / "out"))
-
-
-@pytest.fixture
-def store(tmp_path):
-    with Store(f"sqlite:///{tmp_path / 'ratings.db'}") as s:
-        yield s
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +110,7 @@ def test_a_text_file_is_not_a_video(editor, config, tmp_path):
 def test_new_output_path_is_unique_and_prunes(tmp_path):
     paths = []
     for _ in range(5):
-        paths.append(handlers.new_output_path(tmp_path, keep=3))
+        paths.append(common.new_output_path(tmp_path, keep=3))
         paths[-1].write_bytes(b"x")
     assert len(set(paths)) == 5 and len(list(tmp_path.glob("edit-*.mp4"))) == 3
 
@@ -182,26 +168,6 @@ def test_database_url(monkeypatch, tmp_path):
 
 
 # ----------------------------------------------------------------------------- end to end
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def served(editor, store, config):
-    """The app launched on a free port (queue as app.py sets it), and a gradio_client on it."""
-    from gradio_client import Client
-
-    demo = build_app(editor, store, config)
-    try:
-        _, url, _ = queue_app(demo).launch(prevent_thread_lock=True, server_port=free_port(), quiet=True,
-                                           **launch_kwargs(config))
-        yield url, Client(url, verbose=False)
-    finally:
-        demo.close()
-
 
 def path_of(video) -> str:
     return video["video"] if isinstance(video, dict) else video

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from editor.pipeline import Editor
-from editor.ratings.store import Store
-from tests.test_app import FPS, FRAMES, SIDE, served
+from editor.study.store import Store
+from tests.conftest import FPS, FRAMES, SIDE, served
 from ui.widgets import AppConfig
 
 CHROMIUM = os.environ.get("MOVIE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"

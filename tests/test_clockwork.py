@@ -337,7 +337,7 @@ def test_a_clock_specialist_adaptor_runs_at_its_clock_only(tiny_family_dir, tmp_
     import numpy as np
     from diffusers import UNet2DConditionModel
 
-    from editor.evaluate import EditRunner
+    from editor.eval.evaluate import EditRunner
     from editor.loading import load_family
     from editor.mmg import student_from_teacher
     from editor.pipeline import EditRequest, Editor

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from editor import edits, metrics
 from editor.cross_frame_attention import CrossFrameAttnProcessor, FrameLayout, with_anchor
+from editor.eval import metrics
 from editor.guidance import Conditioning, Guidance, ThreePassGuidance, combine
 from editor.pipeline import Editor, EditRequest
 from editor.sampling import initial_noise, sample
+from editor.world import edits
 
 
 # --- procedural edits ------------------------------------------------------------------------------------------------

@@ -142,8 +142,8 @@ def test_mmg_targets_equal_one_call_per_pair(tiny_family):
 def test_image_pair_term_regresses_the_image_direction(tiny_family):
     """With the pair term the student's s_I -> s_I + 1 change is regressed on Eq. 1's image direction,
     e(x, c_I, 0) - e(x, 0, 0); the loss is the plain loss plus the weighted pair MSE."""
+    from editor.train.common import noise_scheduler
     from editor.train.mmg import mmg_loss
-    from editor.train.teacher import noise_scheduler
 
     x, t, source, text, empty = _inputs()
     student = student_from_teacher(tiny_family.unet)
@@ -188,8 +188,8 @@ def test_train_mmg_two_steps(tmp_path, tiny_family_dir, extra):
 
 def test_inverse_square_weighting_balances_the_scales(tiny_family):
     """At s_T = 2 the weight is 1 (loss == MSE); at s_T = 4 a sample counts a quarter."""
+    from editor.train.common import noise_scheduler
     from editor.train.mmg import mmg_loss
-    from editor.train.teacher import noise_scheduler
 
     x, t, source, text, empty = _inputs()
     student = student_from_teacher(tiny_family.unet)
@@ -252,7 +252,7 @@ def test_state_recorder_keeps_the_states_the_sampler_visits(tiny_family):
     nothing in the result."""
     from editor.guidance import ThreePassGuidance
     from editor.sampling import make_scheduler, sample
-    from editor.train.teacher import noise_scheduler
+    from editor.train.common import noise_scheduler
     from editor.train.trajectories import StateRecorder
 
     x, t, source, text, empty = _inputs()
@@ -296,7 +296,7 @@ def test_onpolicy_gap_is_zero_where_the_student_is_its_teacher(tiny_family, stud
     """At ``s_T = s_I = 1`` Eq. 1 is the conditional branch, which the zero-initialised student reproduces, so the
     gap is 0 on every kind of state and the two trajectories end in the same latents; at the default sliders it is
     not, and the first state of both trajectories is the initial noise."""
-    from editor.train.teacher import noise_scheduler
+    from editor.train.common import noise_scheduler
     from editor.train.trajectories import STATE_KINDS, onpolicy_gap
 
     x, _, source, text, empty = _inputs()

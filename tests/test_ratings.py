@@ -18,12 +18,10 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, inspect, make_url, text
 
-from editor.ratings import (
-    VOTE_COLUMNS, DuplicateVote, Store, VoteIn, bootstrap_bt, bradley_terry, elo, pair_key, pairwise_table,
-    per_instruction, wilson_interval,
-)
-from editor.ratings import migrations
-from editor.ratings.store import STUDY_PAIR_COLUMNS, Base, engine_url
+from editor.study import migrations
+from editor.study.stats import bootstrap_bt, bradley_terry, elo, pairwise_table, per_instruction, wilson_interval
+from editor.study.store import (STUDY_PAIR_COLUMNS, VOTE_COLUMNS, Base, DuplicateVote, Store, VoteIn, engine_url,
+                                pair_key)
 
 CLIP = hashlib.sha256(b"clip-0").hexdigest()
 

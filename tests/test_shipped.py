@@ -7,10 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from editor import edits, metrics, video_io
+from editor import video_io
+from editor.eval import metrics
 from editor.layout import frames_to_images, images_to_frames
 from editor.loading import EMBEDDED, load_family
 from editor.pipeline import Editor, EditRequest
+from editor.world import edits
 
 pytestmark = pytest.mark.shipped
 CLIPS = EMBEDDED.parents[1] / "eval_clips"
@@ -37,7 +39,7 @@ def test_autoencoder_reconstruction_on_a_real_clip(family):
 
 
 def test_autoencoder_is_under_four_gflops_per_frame(family):
-    from editor.bench import gflops
+    from editor.eval.bench import gflops
 
     x = frames_to_images(np.zeros((1, 256, 256, 3), np.uint8))
     assert gflops(lambda: family.decode(family.encode(x))) < 4.0

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from editor import video_io
-from editor.ratings import DuplicateVote, Store, file_sha256
-from editor.study import (
+from editor.study.store import DuplicateVote, Store, file_sha256
+from editor.study.studies import (
     ADMIN_TOKEN_ENV, BROKEN_VARIANT, StudyManifest, StudyParams, admin_ok, broken_frames, main, next_pair,
     pair_sides, rater_order, study_vote,
 )

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from editor import bench, evaluate, video_io
+from editor import video_io
+from editor.eval import bench, evaluate
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import torch
 from diffusers import AutoencoderTiny, UNet2DConditionModel
 
 from editor.loading import FAMILY_INDEX
-from editor.train import autoencoder, data, deepen, teacher, widen
+from editor.train import autoencoder, common, data, deepen, teacher, widen
 
 
 def _log(folder):
@@ -169,7 +169,7 @@ def test_teacher_null_text_anchor_trains(tmp_path, tiny_family_dir):
 def test_templated_wordings_keep_the_held_out_paraphrases_unseen():
     """Every family gets the same number of training wordings, its seen paraphrases first; each term is found in its
     seen paraphrases, and no held-out paraphrase is among them. The bank's [family, wording] is that wording."""
-    from editor import edits
+    from editor.world import edits
     n = edits.N_SEEN + len(edits.TRAINING_TEMPLATES) * 2
     for f in edits.FAMILIES.values():
         words = edits.training_instructions(f, templated=True)
@@ -183,7 +183,7 @@ def test_templated_wordings_keep_the_held_out_paraphrases_unseen():
         prompts.extend(texts)
         return torch.arange(len(prompts) - len(texts), len(prompts)).float()[:, None, None].expand(-1, 3, 2)
 
-    bank, empty = teacher.instruction_bank(encoder, templated=True)
+    bank, empty = common.instruction_bank(encoder, templated=True)
     assert bank.shape == (len(edits.FAMILIES), n, 3, 2) and prompts[-1] == ""
     cartoon = list(edits.FAMILIES).index("cartoon")
     assert prompts[int(bank[cartoon, 5, 0, 0])] == edits.training_instructions(edits.FAMILIES["cartoon"], True)[5]
@@ -192,7 +192,7 @@ def test_templated_wordings_keep_the_held_out_paraphrases_unseen():
 def test_weight_floor_lifts_the_noisiest_steps_only():
     """min-SNR-5 weights for v-prediction fall to ~0.005 at t = 999; a floor of 1 makes every weight 1 (the loss is
     the plain MSE), a floor of 0 leaves them, and the loss is the weighted MSE either way."""
-    sched = teacher.noise_scheduler()
+    sched = common.noise_scheduler()
     snr = sched.alphas_cumprod / (1 - sched.alphas_cumprod)
     w = teacher.loss_weights(snr)
     assert w[999] < 0.01 and w.max() <= 5 / 6 + 1e-6
@@ -214,13 +214,13 @@ def test_weight_floor_lifts_the_noisiest_steps_only():
 @pytest.fixture
 def grey_photos(monkeypatch):
     """Training frames from one flat grey photo (and procedural scenes), so the pools build in a blink."""
-    from editor import scenes
+    from editor.world import scenes
 
     monkeypatch.setattr(scenes, "real_photos", lambda split: [np.full((96, 128, 3), 150, np.uint8)])
 
 
 def test_dark_share_darkens_only_its_share_and_keeps_the_rest(grey_photos):
-    from editor import scenes
+    from editor.world import scenes
 
     plain = scenes.training_frames(12, seed=3, size=32)
     dark = scenes.training_frames(12, seed=3, size=32, dark_share=0.5)
@@ -319,9 +319,9 @@ def test_hand_written_wordings_keep_the_held_out_wordings_unseen():
     (function words aside), and none is within MiniLM sentence cosine 0.8 of a held-out paraphrase."""
     import re
 
-    from editor import edits
     from editor.text_encoder import MiniLMEncoder
-    wordings = teacher.load_wordings(Path("data/instructions/training_wordings.json"))
+    from editor.world import edits
+    wordings = common.load_wordings(Path("data/instructions/training_wordings.json"))
     words = lambda s: set(re.findall(r"[a-z0-9\-]+", s.lower()))
     seen = set().union(*(words(p) for f in edits.FAMILIES.values() for p in f.instructions("seen")))
     held = [p for f in edits.FAMILIES.values() for p in f.instructions("held-out")]
@@ -334,18 +334,18 @@ def test_hand_written_wordings_keep_the_held_out_wordings_unseen():
     unit = lambda texts: torch.nn.functional.normalize(enc(list(texts))[:, 0], dim=-1)
     extra = unit(w for ws in wordings.values() for w in ws)
     assert float((extra @ unit(held).T).max()) < 0.8
-    bank, _ = teacher.instruction_bank(enc, extra=wordings)
+    bank, _ = common.instruction_bank(enc, extra=wordings)
     assert bank.shape[:2] == (len(edits.FAMILIES), edits.N_SEEN + 16)
     with pytest.raises(ValueError):
-        teacher.instruction_bank(enc, extra={"sepia": ("one more",)})  # uneven counts
+        common.instruction_bank(enc, extra={"sepia": ("one more",)})  # uneven counts
 
 
 def test_load_wordings_names_missing_and_unknown_families(tmp_path):
     f = tmp_path / "w.json"
     f.write_text(json.dumps({"_note": "x", "sepia": ["a"], "nonsense": ["b"]}))
     with pytest.raises(ValueError, match="missing.*unknown.*nonsense"):
-        teacher.load_wordings(f)
-    assert teacher.load_wordings(None) is None
+        common.load_wordings(f)
+    assert common.load_wordings(None) is None
 
 
 def test_zero_snr_teacher_writes_its_schedule_for_the_loader_and_later_trainers(tmp_path, tiny_family_dir,
@@ -359,10 +359,10 @@ def test_zero_snr_teacher_writes_its_schedule_for_the_loader_and_later_trainers(
     shutil.copytree(tiny_family_dir / "autoencoder", fam / "autoencoder")
     teacher.main(["--out", str(tmp_path / "run"), "--export", str(fam), "--steps", "1", "--pool", "2", "--batch", "4",
                   "--crop", "4", "--full-every", "2", "--zero-snr"])
-    assert float(teacher.family_noise_scheduler(tiny_family_dir).alphas_cumprod[-1]) > 1e-3  # the default's leak
-    trained = teacher.family_noise_scheduler(fam)  # what the student's and the adaptors' trainers now share
+    assert float(common.family_noise_scheduler(tiny_family_dir).alphas_cumprod[-1]) > 1e-3  # the default's leak
+    trained = common.family_noise_scheduler(fam)  # what the student's and the adaptors' trainers now share
     assert trained.config.rescale_betas_zero_snr and float(trained.alphas_cumprod[-1]) == 0.0
-    assert float(teacher.family_noise_scheduler(tmp_path / "no_family").alphas_cumprod[-1]) > 1e-3
+    assert float(common.family_noise_scheduler(tmp_path / "no_family").alphas_cumprod[-1]) > 1e-3
     family = load_family(fam)
     assert float(family.scheduler.alphas_cumprod[-1]) == 0.0  # the sampler starts where training ended
     latents = []

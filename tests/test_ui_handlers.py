@@ -7,15 +7,14 @@ import time
 import numpy as np
 import pytest
 
-from editor.edits import FAMILIES
-from editor.metrics import psnr
-from editor.ratings.store import file_sha256
+from editor.eval.metrics import psnr
+from editor.study.store import file_sha256
 from editor.video_io import read_clip, write_clip
-from tests.test_app import editor, store  # noqa: F401  (shared fixtures: the tiny family's Editor, a temp store)
+from editor.world.edits import FAMILIES
 from ui import compare, rate, results, study
+from ui.common import ProgressReport, UserError, base_variant, uses_clockwork, with_clockwork
 from ui.costs import CostTable, one_step
-from ui.handlers import (ProgressReport, UserError, base_variant, preview_frame, run_edit, uses_clockwork,
-                         with_clockwork)
+from ui.edit import preview_frame, run_edit
 from ui.serving import EditGate
 from ui.widgets import AppConfig
 

@@ -1,20 +1,25 @@
 """The app: ``build_app(editor, store, config)`` lays out its five pages in one ``gr.Blocks``.
 
-Pages: Edit, Compare, Rate, Study, Results (DESIGN.md section 1), each built by :mod:`ui.tabs`. Nothing here holds
-state at module level: the engine, the ratings store and the config come in as arguments, the per-app services
-(the edit gate, the cost table) are made here, per-session values live in ``gr.State`` and the rater id in
-``gr.BrowserState``. Handlers are plain functions (:mod:`ui.handlers`, :mod:`ui.compare`, :mod:`ui.rate`,
-:mod:`ui.study`, :mod:`ui.results`); :mod:`ui.serving` adapts them to Gradio.
+Pages: Edit, Compare, Rate, Study, Results (DESIGN.md section 1), one module each (:mod:`ui.edit`,
+:mod:`ui.compare`, :mod:`ui.rate`, :mod:`ui.study`, :mod:`ui.results`) with its plain handler functions above its
+layout builder; :mod:`ui.common` holds the handlers' shared helpers, :mod:`ui.widgets` the shared widgets and
+:mod:`ui.serving` adapts handlers to Gradio. Nothing here holds state at module level: the engine, the ratings
+store and the config come in as arguments, the per-app services (the edit gate, the cost table) are made here,
+per-session values live in ``gr.State`` and the rater id in ``gr.BrowserState``.
 """
 from __future__ import annotations
 
 import gradio as gr
 
 from editor.pipeline import Editor
-from editor.ratings.store import Store
+from editor.study.store import Store
+from ui.compare import compare_page
 from ui.costs import CostTable
+from ui.edit import edit_page
+from ui.rate import rate_page
+from ui.results import results_page
 from ui.serving import EditGate
-from ui.tabs import compare_page, edit_page, rate_page, results_page, study_page
+from ui.study import study_page
 from ui.widgets import App, AppConfig, example_instructions
 
 RATER_KEY = "movie-rater-id"  # localStorage key of the anonymous rater id

@@ -1,22 +1,26 @@
-"""Compare tab handlers: one edit with full-step sampling and with Clockwork, same seed, speed and quality side by side.
+"""Compare page: one edit with full-step sampling and with Clockwork, same seed, speed and quality side by side.
 
 Clockwork (Habibian et al. 2024) replaces the UNet's low-resolution middle by an adaptor on all but every
 ``clock``-th step; the table reports what that saves (wall time, fps, UNet GFLOPs) and what it costs in quality:
 PSNR between the two outputs, PSNR to the exact target when the instruction names a known procedural edit family
-(:func:`editor.edits.family_of`), and flicker (DESIGN.md section 5).
+(:func:`editor.world.edits.family_of`), and flicker (DESIGN.md section 5).
 """
 from __future__ import annotations
 
+import gradio as gr
 import numpy as np
 import pandas as pd
 
-from editor.edits import FAMILIES, family_of
-from editor.metrics import flicker_ratio, psnr
+from editor.eval.metrics import flicker_ratio, psnr
 from editor.pipeline import EditResult
 from editor.variants import available_variants
+from editor.world.edits import FAMILIES, family_of
+from ui.common import (ProgressReport, ProgressSink, UserError, base_variant, edit_clip, load_clip,
+                       request_from_settings, with_clockwork)
 from ui.costs import CostTable
-from ui.handlers import (ProgressReport, ProgressSink, UserError, base_variant, edit_clip, load_clip,
-                         request_from_settings, with_clockwork)
+from ui.serving import engine_event, engine_fn, progress_sink
+from ui.widgets import App, clock_slider, guidance_sliders, instruction_input, seed_row, steps_slider, synced_videos, \
+    video_input
 
 RUNS = ("full", "clockwork")
 
@@ -108,3 +112,39 @@ def run_compare(editor, config, costs: CostTable, video_path: str | None, instru
                 "instruction": full_req.instruction, "frames": n, "edit family": family_of(full_req.instruction)}
     return (full.output_path, cw.output_path, speed_table(full, cw, gflops),
             quality_table(clip.frames, full.frames, cw.frames, full_req.instruction), plot, settings)
+
+
+# ----------------------------------------------------------------------------- layout
+
+def compare_page(app: App) -> None:
+    """Compare: the same edit with full-step sampling and with Clockwork, side by side, with figures."""
+    bases = compare_bases(app.variants)
+    with gr.Row():
+        with gr.Column(scale=1):
+            video = video_input(app.config, "compare")
+            instruction = instruction_input("compare")
+            variant = gr.Dropdown(bases, value=default_compare_variant(bases), label="Variant",
+                                  info="run with full steps, then with Clockwork")
+            clock = clock_slider()
+            steps = steps_slider(app.editor)
+            s_t, s_i = guidance_sliders(app.editor)
+            seed, randomize = seed_row()
+            button = gr.Button("Compare", variant="primary", elem_id="compare-run")
+        with gr.Column(scale=2):
+            pair = synced_videos("compare", ("Full-step sampling", "With Clockwork"))
+            speed = gr.Dataframe(label="Speed (per run; saving = Clockwork vs full)", interactive=False)
+            quality = gr.Dataframe(label="Quality", interactive=False)
+            plot = gr.LinePlot(x="step", y="GFLOPs", color="run", title="UNet GFLOPs per frame at each step",
+                               label="Cost per step")
+            settings = gr.JSON(label="Settings used")
+
+    def run(video, instruction, variant, s_t, s_i, steps, clock, seed, randomize, progress=gr.Progress()):
+        """Run both edits and measure them."""
+        return run_compare(app.editor, app.config, app.costs, video, instruction, variant, s_t, s_i, steps, clock,
+                           seed, randomize, progress=progress_sink(progress))
+
+    event = button.click(engine_fn(app, run, "comparison"),
+                         inputs=[video, instruction, variant, s_t, s_i, steps, clock, seed, randomize],
+                         outputs=[pair.left, pair.right, speed, quality, plot, settings], api_name="compare",
+                         **engine_event(app))
+    pair.after(event)

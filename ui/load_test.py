@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from editor.ratings.store import Store, default_url
+from editor.study.store import Store, default_url
 from ui.rate import SHOWN
 
 VARIANT_PAIR = ("teacher", "teacher+clockwork-identity")  # registered in every family

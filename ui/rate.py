@@ -1,31 +1,35 @@
-"""Rate tab handlers: a blinded A/B of two variants on the same input, and the vote that goes to the ratings store.
+"""Rate page: a blinded A/B of two variants on the same input, and the vote that goes to the ratings store.
 
 As in FastChat's arena (DESIGN.md section 6): the pair is chosen, then the sides are swapped at random; the rater
 sees "A" (left) and "B" (right) only; the names are revealed after the vote; one vote per rater per pair (the
-store raises :class:`~editor.ratings.store.DuplicateVote`). A *pair* is a plain dict -- the pair's canonical sides
+store raises :class:`~editor.study.store.DuplicateVote`). A *pair* is a plain dict -- the pair's canonical sides
 ``variant_a``/``variant_b`` with their params, seeds and timings, the clip hash, the instruction, ``shown_left``
 (the canonical side shown on the left) and ``shown_at`` (epoch seconds) -- kept server-side in ``gr.State``, or
 sent by an API client to the ``/vote`` endpoint.
 """
 from __future__ import annotations
 
+import functools
 import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
 
+import gradio as gr
 import numpy as np
 
-from editor.ratings.store import DuplicateVote, Store, VoteIn, file_sha256
-from editor.study import BROKEN_VARIANT
+from editor.study.store import DuplicateVote, Store, VoteIn, file_sha256
+from editor.study.studies import BROKEN_VARIANT
 from editor.variants import VARIANTS
+from ui.common import ProgressReport, ProgressSink, UserError, edit_clip, load_clip, request_from_settings
 from ui.costs import CostTable
-from ui.handlers import ProgressReport, ProgressSink, UserError, edit_clip, load_clip, request_from_settings
+from ui.serving import UI_EVENT, VOTE_EVENT, engine_event, engine_fn, gradio_handler, progress_sink
+from ui.widgets import (CHOICE_LABELS, App, guidance_sliders, instruction_input, seed_row, steps_slider,
+                        synced_videos, video_input, vote_buttons, vote_outputs)
 
 APP_VERSION = "movie-app/1"
 RATER_ID = re.compile(r"^[A-Za-z0-9_.:-]{8,128}$")
 SHOWN = ("A", "B", "tie", "both_bad")  # what the rater can click: A = the left video, B = the right one
-CHOICE_LABELS = {"A": "A is better", "B": "B is better", "tie": "Tie", "both_bad": "Both are bad"}
 
 
 def ensure_rater_id(current: str | None) -> str:
@@ -151,3 +155,69 @@ def cast_vote(store: Store, rater_id: str | None, pair: Mapping | None, shown_ch
     except ValueError as e:
         raise UserError(f"Invalid vote: {e}.") from e
     return {"vote_id": vote_id, "choice": vote.choice, "reveal": reveal(pair, shown_choice)}
+
+
+def _ensure_rater(current: str | None) -> tuple[str, str]:
+    """On page load: the browser's rater id (a new one on the first visit) and the line that shows it."""
+    rater_id = ensure_rater_id(current)
+    return rater_id, f"Your anonymous rater id: `{rater_id}` (kept in this browser)."
+
+
+def _ui_vote(app: App, buttons: dict, choice: str, rater_id: str | None, pair: dict | None):
+    """A vote button on the Rate page: store the vote, reveal the names, close the buttons."""
+    voted = cast_vote(app.store, rater_id, pair, choice)
+    return voted["reveal"], None, *vote_outputs(buttons, False)
+
+
+# ----------------------------------------------------------------------------- layout
+
+def rate_page(app: App, rater: gr.BrowserState, demo: gr.Blocks) -> None:
+    """Rate: a blinded A/B of two variants on the same input; names are revealed after the vote."""
+    challenger, teacher = default_pair(app.variants, app.costs, app.editor.family.default_steps)
+    rater_md = gr.Markdown(elem_id="rate-rater")
+    with gr.Row():
+        with gr.Column(scale=1):
+            video = video_input(app.config, "rate")
+            instruction = instruction_input("rate")
+            with gr.Row():
+                variant_a = gr.Dropdown(app.variants, value=challenger, label="First variant")
+                variant_b = gr.Dropdown(app.variants, value=teacher, label="Second variant")
+            s_t, s_i = guidance_sliders(app.editor)
+            steps = steps_slider(app.editor)
+            seed, randomize = seed_row()
+            make = gr.Button("Make a blinded pair", variant="primary", elem_id="rate-make")
+        with gr.Column(scale=2):
+            pair_videos = synced_videos("rate", ("A", "B"))
+            buttons = vote_buttons("rate")
+            reveal = gr.Markdown(elem_id="rate-reveal")
+    pair = gr.State(None)
+    demo.load(_ensure_rater, inputs=[rater], outputs=[rater, rater_md], **UI_EVENT)
+
+    def make_pair(video, instruction, a, b, s_t, s_i, steps, seed, randomize, progress=gr.Progress()):
+        """Render the pair; the vote buttons open once it is shown."""
+        left, right, p = render_pair(app.editor, app.config, video, instruction, a, b, s_t, s_i, steps, seed,
+                                     randomize, progress=progress_sink(progress))
+        return left, right, p, "", *vote_outputs(buttons, True)
+
+    outputs = [pair_videos.left, pair_videos.right, pair, reveal, *buttons.values()]
+    event = make.click(engine_fn(app, make_pair, "pair"),
+                       inputs=[video, instruction, variant_a, variant_b, s_t, s_i, steps, seed, randomize],
+                       outputs=outputs, api_name="pair", **engine_event(app))
+    pair_videos.after(event)
+    for choice, button in buttons.items():
+        button.click(gradio_handler(functools.partial(_ui_vote, app, buttons, choice), "vote"),
+                     inputs=[rater, pair], outputs=[reveal, pair, *buttons.values()], api_visibility="private",
+                     **VOTE_EVENT)
+    _vote_api(app)
+
+
+def _vote_api(app: App) -> None:
+    """The ``/vote`` endpoint: the vote of any client (the load script, study tools) on a pair it was shown."""
+
+    def vote(rater_id: str, pair: dict, choice: str, decide_ms: float | None = None) -> dict:
+        """Store one vote. ``pair``: the pair as shown (variant_a/b, params_a/b, seed_a/b, clip_hash, instruction,
+        shown_left); ``choice``: ``A`` (left), ``B`` (right), ``tie`` or ``both_bad``. Returns the vote id, the
+        choice in canonical sides and the reveal text."""
+        return cast_vote(app.store, rater_id, pair, choice, decide_ms, session_id="api")
+
+    gr.api(gradio_handler(vote, "vote"), api_name="vote", **VOTE_EVENT)

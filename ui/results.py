@@ -1,4 +1,4 @@
-"""Results tab handlers: the leaderboard of the preference votes (DESIGN.md section 6), optionally of one study.
+"""Results page: the leaderboard of the preference votes (DESIGN.md section 6), optionally of one study.
 
 Per pair of variants: win rate with its Wilson 95 % interval; per variant: Bradley-Terry log-strength with a
 bootstrap 95 % interval and its Elo-like value (ties and "both bad" count half, as in FastChat's arena); the same
@@ -11,12 +11,15 @@ import time
 import uuid
 from pathlib import Path
 
+import gradio as gr
 import pandas as pd
 
-from editor.ratings.stats import bootstrap_bt, elo, pairwise_table, per_instruction
-from editor.ratings.store import Store
-from editor.study import admin_ok
-from ui.handlers import UserError
+from editor.study.stats import bootstrap_bt, elo, pairwise_table, per_instruction
+from editor.study.store import Store
+from editor.study.studies import admin_ok
+from ui.common import UserError
+from ui.serving import RESULTS_EVENT, UI_EVENT, gradio_handler
+from ui.widgets import App
 
 ALL = ""  # the study filter's value for "all votes"
 PAIR_COLUMNS = ["variant A", "variant B", "votes", "A wins", "B wins", "ties", "both bad", "A win rate",
@@ -87,3 +90,38 @@ def export_csv(store: Store, token: str | None, study_id: str | None = ALL, fold
     path = out / f"votes-{study_id[:8] if study_id else 'all'}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}.csv"
     store.export_csv(path, study_id or None)
     return str(path)
+
+
+# ----------------------------------------------------------------------------- layout
+
+def results_page(app: App, tab: gr.Tab) -> None:
+    """Results: win rates with Wilson intervals, Bradley-Terry with bootstrap intervals, per instruction, CSV."""
+    with gr.Row():
+        picker = gr.Dropdown([("All votes", ALL)], value=ALL, label="Study",
+                             allow_custom_value=True, scale=3)
+        refresh = gr.Button("Refresh", scale=1, elem_id="results-refresh")
+    summary = gr.Markdown(elem_id="results-summary")
+    with gr.Row():
+        win_plot = gr.BarPlot(x="pair", y="A win rate", title="Win rate of the first-named variant", y_lim=[0, 1])
+        bt_plot = gr.BarPlot(x="variant", y="BT score", title="Bradley-Terry score (log-strength)")
+    pairs = gr.Dataframe(label="Per pair: win rate of variant A, Wilson 95% interval", interactive=False,
+                         elem_id="results-pairs")
+    bt = gr.Dataframe(label="Bradley-Terry scores, bootstrap 95% interval (ties count half)", interactive=False,
+                      elem_id="results-bt")
+    per_instruction = gr.Dataframe(label="Per instruction", interactive=False)
+    with gr.Accordion("Admin: export the votes as CSV", open=False):
+        token = gr.Textbox(label="Admin token", type="password")
+        export = gr.Button("Export CSV")
+        csv_file = gr.File(label="Votes (CSV)")
+
+    def show(study_id):
+        return results(app.store, study_id, app.config.n_boot)
+
+    outputs = [summary, pairs, bt, per_instruction, win_plot, bt_plot]
+    fn = gradio_handler(show, "results")
+    refresh.click(fn, inputs=[picker], outputs=outputs, api_name="results", **RESULTS_EVENT)
+    picker.input(fn, inputs=[picker], outputs=outputs, api_visibility="private", **RESULTS_EVENT)
+    tab.select(lambda: gr.Dropdown(choices=study_filter_choices(app.store)), outputs=[picker],
+               **UI_EVENT).then(fn, inputs=[picker], outputs=outputs, api_visibility="private", **RESULTS_EVENT)
+    export.click(gradio_handler(lambda t, s: export_csv(app.store, t, s, app.config.output_dir), "export"), inputs=[token, picker],
+                 outputs=[csv_file], api_name="export", **RESULTS_EVENT)

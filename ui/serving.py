@@ -3,7 +3,8 @@
 Edits (edit, preview, compare, rendering an A/B pair) share one :class:`EditGate`: one runs at a time, at most
 ``max_waiting`` more wait for it, and any further request is refused at once with :data:`BUSY` instead of queueing
 without end. Votes and results never pass through the gate (their events have their own concurrency ids), so they
-never wait behind an edit.
+never wait behind an edit. The pages wire their events with the options here (:func:`engine_event`,
+:data:`VOTE_EVENT`, :data:`RESULTS_EVENT`, :data:`UI_EVENT`).
 """
 from __future__ import annotations
 
@@ -12,10 +13,14 @@ import logging
 import threading
 from collections.abc import Callable
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import gradio as gr
 
-from ui.handlers import UserError
+from ui.common import UserError
+
+if TYPE_CHECKING:
+    from ui.widgets import App
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +28,7 @@ BUSY = "The editor is busy: {waiting} edits are already waiting. Please try agai
 EDIT_CONCURRENCY = "edit"      # Gradio concurrency id of every event that runs the engine
 VOTE_CONCURRENCY = "vote"      # votes: their own workers, never behind an edit
 RESULTS_CONCURRENCY = "results"
+VOTE_LIMIT = 16  # votes handled at once (short database writes)
 
 
 class EditGate:
@@ -94,5 +100,20 @@ def gated(gate: EditGate, fn: Callable) -> Callable:
 
 
 def progress_sink(progress: gr.Progress, unit: str = "frames") -> Callable[[float, float, str], None]:
-    """A ``(done, total, desc)`` callback for :class:`ui.handlers.ProgressReport`, feeding Gradio's bar."""
+    """A ``(done, total, desc)`` callback for :class:`ui.common.ProgressReport`, feeding Gradio's bar."""
     return lambda done, total, desc: progress((done, total), desc=desc, unit=unit)
+
+
+def engine_fn(app: App, fn, what: str):
+    """An engine handler for Gradio: through the edit gate, with user errors shown as such."""
+    return gradio_handler(gated(app.gate, fn), what)
+
+
+def engine_event(app: App) -> dict:
+    """Event options of every engine event: one shared concurrency id, bounded by the gate."""
+    return {"concurrency_id": EDIT_CONCURRENCY, "concurrency_limit": app.gate.gradio_limit}
+
+
+VOTE_EVENT = {"concurrency_id": VOTE_CONCURRENCY, "concurrency_limit": VOTE_LIMIT}
+RESULTS_EVENT = {"concurrency_id": RESULTS_CONCURRENCY, "concurrency_limit": 4}
+UI_EVENT = {"api_visibility": "private", "queue": False}

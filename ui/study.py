@@ -1,23 +1,27 @@
-"""Study tab handlers: admins list the studies (with an admin token), raters work through pre-rendered pairs.
+"""Study page: admins list the studies (with an admin token), raters work through pre-rendered pairs.
 
 A study (DESIGN.md section 6) is created and pre-rendered by ``python -m editor.study`` so raters never wait for
-generation; :func:`editor.study.next_pair` hands every rater the pairs in their own random order. The side shown
+generation; :func:`editor.study.studies.next_pair` hands every rater the pairs in their own random order. The side shown
 on the left is drawn at random per showing, the vote goes through :func:`ui.rate.cast_vote` like any other.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import gradio as gr
 import numpy as np
 import pandas as pd
 
-from editor.ratings.store import Store
-from editor.study import StudyManifest, admin_ok, create_study, next_pair, pair_sides
-from ui.handlers import UserError
+from editor.study.store import Store
+from editor.study.studies import StudyManifest, admin_ok, create_study, next_pair, pair_sides
+from ui.common import UserError
 from ui.rate import blind, cast_vote, shown_videos
+from ui.serving import RESULTS_EVENT, UI_EVENT, VOTE_EVENT, engine_event, engine_fn, gradio_handler
+from ui.widgets import REPO_ROOT, App, synced_videos, vote_buttons, vote_outputs
 
 RATER_INSTRUCTIONS = """\
 **How to rate.** Each pair shows the same clip edited twice with the same instruction. Watch both videos (they
@@ -111,3 +115,67 @@ def study_vote(store: Store, rater_id: str | None, pair: Mapping | None, shown_c
         raise UserError("Start the study first.")
     voted = cast_vote(store, rater_id, pair, shown_choice)
     return (voted["reveal"], *study_next(store, pair["study_id"], rater_id, rng))
+
+
+# ----------------------------------------------------------------------------- layout
+
+def _study_admin(app: App):
+    """The admin's part of the Study page: create (pre-render) a study from a manifest, list the studies with
+    their votes and the raters that gold pairs flag as careless."""
+    with gr.Accordion("Admin: studies", open=False):
+        gr.Markdown("A manifest lists clips x instructions x variant pairs, the sampler params and how many gold "
+                    "pairs to add (see `python -m editor.study --help`); relative clip paths are taken from the "
+                    "app's folder. Creating renders every pair first, so raters never wait. The same command on "
+                    "the server: `python -m editor.study create --manifest M.json`.")
+        token = gr.Textbox(label="Admin token", type="password", elem_id="study-token")
+        manifest = gr.File(label="Study manifest (JSON)", file_types=[".json"], type="filepath",
+                           elem_id="study-manifest")
+        with gr.Row():
+            create = gr.Button("Create and pre-render", elem_id="study-create")
+            show = gr.Button("List studies")
+        status = gr.Markdown(elem_id="study-status")
+        table = gr.Dataframe(label="Studies", interactive=False)
+
+    def create_study(token_value, manifest_path, progress=gr.Progress()):
+        """Pre-render the manifest's pairs (through the engine gate) and record the study."""
+        bar = (lambda done, total: progress((done, total), desc="Rendering the study", unit="edits"))
+        return create_from_manifest(app.store, app.editor, token_value, manifest_path, app.config.studies_dir,
+                                    REPO_ROOT, bar)
+
+    created = create.click(engine_fn(app, create_study, "study creation"), inputs=[token, manifest],
+                           outputs=[table, status], api_visibility="private", **engine_event(app))
+    show.click(gradio_handler(functools.partial(study_overview, app.store), "study list"), inputs=[token],
+               outputs=[table], api_name="studies", **RESULTS_EVENT)
+    return created
+
+
+def study_page(app: App, rater: gr.BrowserState, tab: gr.Tab) -> None:
+    """Study: raters work through a prepared study's pre-rendered pairs in their own random order."""
+    gr.Markdown(RATER_INSTRUCTIONS)
+    with gr.Row():
+        picker = gr.Dropdown([], label="Study", allow_custom_value=True, scale=3, elem_id="study-picker")
+        start = gr.Button("Start / continue", variant="primary", scale=1, elem_id="study-start")
+    progress = gr.Markdown(elem_id="study-progress")
+    videos = synced_videos("study", ("A", "B"))
+    buttons = vote_buttons("study")
+    reveal = gr.Markdown(elem_id="study-reveal")
+    pair = gr.State(None)
+    created = _study_admin(app)
+    refresh = functools.partial(lambda store: gr.Dropdown(choices=study_choices(store)), app.store)
+    tab.select(refresh, outputs=[picker], **UI_EVENT)
+    created.success(refresh, outputs=[picker], **UI_EVENT)
+
+    def begin(study_id, rater_id):
+        left, right, line, p = study_next(app.store, study_id, rater_id)
+        return left, right, line, p, "", *vote_outputs(buttons, p is not None)
+
+    def vote(choice, rater_id, p):
+        shown, left, right, line, nxt = study_vote(app.store, rater_id, p, choice)
+        return left, right, line, nxt, shown, *vote_outputs(buttons, nxt is not None)
+
+    outputs = [videos.left, videos.right, progress, pair, reveal, *buttons.values()]
+    videos.after(start.click(gradio_handler(begin, "study"), inputs=[picker, rater], outputs=outputs,
+                             api_visibility="private", **VOTE_EVENT))
+    for choice, button in buttons.items():
+        videos.after(button.click(gradio_handler(functools.partial(vote, choice), "vote"), inputs=[rater, pair],
+                                  outputs=outputs, api_visibility="private", **VOTE_EVENT))

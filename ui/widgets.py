@@ -10,16 +10,15 @@ from pathlib import Path
 
 import gradio as gr
 
-from editor.edits import FAMILIES
 from editor.guidance import IMAGE_RANGE, TEXT_RANGE
 from editor.pipeline import Editor
-from editor.ratings.store import Store
-from editor.study import DEFAULT_OUT as STUDIES_DIR
+from editor.study.store import Store
+from editor.study.studies import DEFAULT_OUT as STUDIES_DIR
 from editor.variants import available_variants
 from editor.video_io import VideoLimits
-from ui import handlers
+from editor.world.edits import FAMILIES
+from ui.common import CLOCK_RANGE, SEED_RANGE, STEPS_RANGE
 from ui.costs import CostTable
-from ui.rate import CHOICE_LABELS
 from ui.serving import EditGate
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -104,20 +103,19 @@ def guidance_sliders(editor: Editor) -> tuple[gr.Slider, gr.Slider]:
 
 
 def steps_slider(editor: Editor, interactive: bool = True) -> gr.Slider:
-    return gr.Slider(*handlers.STEPS_RANGE, value=editor.family.default_steps, step=1, label="Steps",
+    return gr.Slider(*STEPS_RANGE, value=editor.family.default_steps, step=1, label="Steps",
                      interactive=interactive)
 
 
 def clock_slider() -> gr.Slider:
-    return gr.Slider(*handlers.CLOCK_RANGE, value=2, step=1, label="Clock",
+    return gr.Slider(*CLOCK_RANGE, value=2, step=1, label="Clock",
                      info="Clockwork: the full UNet runs every clock-th step, the adaptor in between")
 
 
 def seed_row() -> tuple[gr.Number, gr.Checkbox]:
     """Seed with a randomise switch."""
     with gr.Row():
-        seed = gr.Number(0, precision=0, minimum=handlers.SEED_RANGE[0], maximum=handlers.SEED_RANGE[1],
-                         label="Seed")
+        seed = gr.Number(0, precision=0, minimum=SEED_RANGE[0], maximum=SEED_RANGE[1], label="Seed")
         randomize = gr.Checkbox(True, label="Randomize")
     return seed, randomize
 
@@ -181,9 +179,17 @@ def synced_videos(prefix: str, labels: tuple[str, str]) -> SyncedPair:
     return SyncedPair(left, right, play, ids)
 
 
+CHOICE_LABELS = {"A": "A is better", "B": "B is better", "tie": "Tie", "both_bad": "Both are bad"}
+
+
 def vote_buttons(prefix: str) -> dict[str, gr.Button]:
     """The four choices, keyed as the vote handlers take them (A = left, B = right)."""
     with gr.Row():
         return {key: gr.Button(label, interactive=False, elem_id=f"{prefix}-{key}",
                                variant="primary" if key in ("A", "B") else "secondary")
                 for key, label in CHOICE_LABELS.items()}
+
+
+def vote_outputs(buttons: dict, enabled: bool) -> list:
+    """Updates that open (``enabled``) or close every vote button of :func:`vote_buttons`."""
+    return [gr.Button(interactive=enabled) for _ in buttons]

@@ -1,7 +1,7 @@
 """Train the embedded lightweight autoencoder (MoViE section 3.3: a TAESD-style ``AutoencoderTiny``).
 
-Data: random crops of training photos and procedural scenes (``editor.scenes``), half of them passed through a random
-edit family so the decoder can also draw edited frames. Loss: MSE + 0.5 L1 on ``[-1, 1]`` pixels. After training the
+Data: random crops of training photos and procedural scenes (``editor.world.scenes``), half of them passed through a
+random edit family so the decoder can also draw edited frames. Loss: MSE + 0.5 L1 on ``[-1, 1]`` pixels. After training the
 config's ``scaling_factor`` is set to 1/std of the latents, so the diffusion models see unit-variance latents.
 
     python -m editor.train.autoencoder --out runs/autoencoder --export data/models/embedded/autoencoder
@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderTiny
 
-from editor import edits, scenes
 from editor.family import AutoencoderConfig, save_autoencoder
 from editor.layout import frames_to_images
 from editor.train.common import LoopConfig, run_loop
+from editor.world import edits, scenes
 
 
 def frame_pool(n: int, seed: int, dark_share: float = 0.0) -> torch.Tensor:

@@ -44,9 +44,9 @@ from editor.guidance import Conditioning, PerSampleGuidance, ThreePassGuidance, 
 from editor.loading import adaptor_dir, family_text_encoder
 from editor.mmg import TRAIN_IMAGE_RANGE, TRAIN_TEXT_RANGE, MMGDenoiser
 from editor.sampling import make_scheduler, sample
-from editor.train.common import add_args, family_folder, loop_config, run_loop, uniform
+from editor.train.common import (add_args, family_folder, family_noise_scheduler, instruction_bank, loop_config,
+                                 run_loop, uniform)
 from editor.train.data import pool_from_args
-from editor.train.teacher import family_noise_scheduler, instruction_bank
 from editor.variants import STUDENT_MMG
 
 SERVED = {"mmg": (STUDENT_MMG, MMGDenoiser), "teacher": ("unet", ThreePassGuidance)}

@@ -1,7 +1,7 @@
 """Latent training pools shared by the diffusion training stages.
 
-A pool holds, for ``n`` training frames (``editor.scenes``), the scaled latent of the source frame and of its target
-under every edit family (``editor.edits``), encoded once with the frozen autoencoder and cached on disk.
+A pool holds, for ``n`` training frames (``editor.world.scenes``), the scaled latent of the source frame and of its
+target under every edit family (``editor.world.edits``), encoded once with the frozen autoencoder and cached on disk.
 """
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from editor import edits, scenes
 from editor.layout import frames_to_images
+from editor.world import edits, scenes
 
 
 def same_window(tensors: tuple[torch.Tensor, ...], size: int, g: torch.Generator) -> tuple[torch.Tensor, ...]:

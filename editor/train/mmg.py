@@ -36,10 +36,10 @@ from editor.loading import family_text_encoder
 from editor.mmg import EMBED_DIM, TRAIN_IMAGE_RANGE, TRAIN_TEXT_RANGE, MMGDenoiser, guidance_embedding, mmg_targets, \
     rebase_student, student_from_teacher
 from editor.sampling import make_scheduler
-from editor.train.common import add_args, family_folder, loop_config, run_loop, uniform
+from editor.train.common import (add_args, add_wording_args, family_folder, family_noise_scheduler, loop_config,
+                                 run_loop, uniform, wording_bank)
 from editor.train.data import pool_from_args
 from editor.train.trajectories import TrajectoryBank, record_bank
-from editor.train.teacher import add_wording_args, family_noise_scheduler, wording_bank
 
 STUDENT_DIR = "student_mmg"
 

@@ -15,73 +15,15 @@ import json
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderTiny, DDPMScheduler, UNet2DConditionModel
+from diffusers import AutoencoderTiny, UNet2DConditionModel
 
-from editor import edits
 from editor.family import TeacherConfig, config_dict
 from editor.loading import FAMILY_INDEX, family_text_encoder, write_family_index
 from editor.text_encoder import MiniLMEncoder
-from editor.train.common import add_args, family_folder, loop_config, run_loop
+from editor.train.common import (add_args, add_wording_args, family_folder, loop_config, noise_scheduler, run_loop,
+                                 wording_bank)
 from editor.train.data import family_probs, partial_edits, pool_from_args
-
-
-def noise_scheduler(prediction_type: str = "v_prediction", zero_snr: bool = False) -> DDPMScheduler:
-    """The training noise schedule (Stable Diffusion's scaled-linear betas, 1000 steps). ``zero_snr`` rescales the
-    betas to zero terminal SNR (Lin et al. 2024, "Common diffusion noise schedules and sample steps are flawed",
-    Alg. 1): the scaled-linear schedule keeps sqrt(abar_999) = 0.068 of the clean latent at t = 999, so training
-    lets the first step read each latent channel's mean off the noisy input, which pure noise at sampling lacks."""
-    return DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                         prediction_type=prediction_type, clip_sample=False, rescale_betas_zero_snr=zero_snr)
-
-
-def family_noise_scheduler(folder: Path) -> DDPMScheduler:
-    """The noise schedule a family's teacher was trained with (its ``scheduler/``, written by this trainer), which
-    the student's and the adaptors' trainers must share; the default schedule for a family without one."""
-    folder = Path(folder) / "scheduler"
-    return DDPMScheduler.from_pretrained(folder) if (folder / "scheduler_config.json").exists() else noise_scheduler()
-
-
-def instruction_bank(text_encoder, templated: bool = False, extra: dict | None = None
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """States of every training wording, ``F P L D``, and of the empty instruction, ``L D``: per family the seen
-    paraphrases, with ``templated`` the templated ones (``editor.edits.training_instructions``), then ``extra[family]``
-    (e.g. ``data/instructions/training_wordings.json``; the same count for every family)."""
-    fams = list(edits.FAMILIES.values())
-    per = [edits.training_instructions(f, templated) + tuple((extra or {}).get(f.id, ())) for f in fams]
-    if len({len(w) for w in per}) != 1:
-        raise ValueError(f"every family needs the same number of training wordings, got {[len(w) for w in per]}")
-    states = text_encoder([p for w in per for p in w])
-    return states.view(len(fams), -1, *states.shape[1:]), text_encoder([""])[0]
-
-
-def add_wording_args(p: argparse.ArgumentParser) -> None:
-    """The training-wording flags that the teacher and student trainers share (read by ``wording_bank``)."""
-    p.add_argument("--templated-instructions", action="store_true",
-                   help="train on the templated wordings too (editor.edits.TRAINING_TEMPLATES), not only the 4 seen "
-                        "paraphrases of each family")
-    p.add_argument("--extra-wordings", type=Path, default=None,
-                   help="JSON of more training wordings per family (e.g. data/instructions/training_wordings.json)")
-
-
-def wording_bank(p: argparse.ArgumentParser, a: argparse.Namespace, text_encoder):
-    """``instruction_bank`` for the wording flags of ``add_wording_args``; a bad wordings file is a usage error, raised
-    before any data is built."""
-    try:
-        return instruction_bank(text_encoder, a.templated_instructions, load_wordings(a.extra_wordings))
-    except (OSError, ValueError) as e:
-        p.error(f"--extra-wordings: {e}")
-
-
-def load_wordings(path: Path | None) -> dict | None:
-    """``--extra-wordings FILE``: a JSON object of family id -> list of instructions (keys starting with ``_`` are
-    notes); every family of ``editor.edits`` must be there."""
-    if path is None:
-        return None
-    data = {k: v for k, v in json.loads(Path(path).read_text()).items() if not k.startswith("_")}
-    missing = set(edits.FAMILIES) - set(data)
-    if missing or set(data) - set(edits.FAMILIES):
-        raise ValueError(f"{path}: families missing {sorted(missing)}, unknown {sorted(set(data) - set(edits.FAMILIES))}")
-    return {k: tuple(v) for k, v in data.items()}
+from editor.world import edits
 
 
 def loss_weights(snr: torch.Tensor, floor: float = 0.0) -> torch.Tensor:

@@ -34,9 +34,8 @@ from editor.guidance import Conditioning, Guidance, PerSampleGuidance, ThreePass
 from editor.mmg import MMGDenoiser
 from editor.loading import family_text_encoder
 from editor.sampling import make_scheduler, sample
-from editor.train.common import family_folder, uniform
+from editor.train.common import family_folder, family_noise_scheduler, instruction_bank, uniform
 from editor.train.data import build_pool, same_window
-from editor.train.teacher import family_noise_scheduler, instruction_bank
 
 
 class StateRecorder:

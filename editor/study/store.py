@@ -14,7 +14,7 @@ SQLite (the default, ``data/ratings.db``) runs in WAL mode with foreign keys on 
 ``DATABASE_URL`` points the store elsewhere (any SQLAlchemy URL; tested on SQLite and PostgreSQL, where a URL
 without a driver, ``postgres://`` or ``postgresql://``, uses psycopg 3).
 
-The schema is versioned with Alembic (:mod:`editor.ratings.migrations`): opening a :class:`Store` upgrades the
+The schema is versioned with Alembic (:mod:`editor.study.migrations`): opening a :class:`Store` upgrades the
 database to the head revision, once, under the database's write lock, and a database written before migrations
 existed is recognised and upgraded without losing a row.  The ORM models below are the head schema; a change to
 them needs a new revision in ``migrations/versions``.
@@ -45,7 +45,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.pool import StaticPool
 
-from editor.ratings import migrations
+from editor.study import migrations
 
 CHOICES = ("A", "B", "tie", "both_bad")
 SIDES = ("A", "B")

@@ -7,7 +7,7 @@ the default SQLite file.
 from alembic import context
 from sqlalchemy import create_engine
 
-from editor.ratings.store import Base, default_url
+from editor.study.store import Base, default_url
 
 
 def run_migrations(connection) -> None:

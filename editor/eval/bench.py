@@ -1,6 +1,6 @@
 """Speed benchmark: every variant on the same clip in one run, end to end and per stage.
 
-    python -m editor.bench --json runs/bench.json
+    python -m editor.eval.bench --json runs/bench.json
 
 For every variant, at 256x256 (``--size``), ``--frames`` frames: end-to-end ms per frame and fps (video decode, edit,
 video encode), the split per stage (``video_io``, ``encode``, ``unet``, ``decode``), UNet passes per frame, and GFLOPs
@@ -26,13 +26,14 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
-from editor import scenes, video_io
+from editor import video_io
 from editor.clockwork import step_flops
 from editor.cross_frame_attention import FrameLayout
 from editor.layout import frames_to_images
 from editor.loading import load_family, model_source
 from editor.pipeline import Editor, EditRequest
 from editor.variants import available_variants, full_step_variant, get_variant
+from editor.world import scenes
 
 
 def gflops(fn) -> float:

@@ -6,7 +6,7 @@ store at the same moment migrate it exactly once and never see half a schema.  A
 store had migrations (tables made by ``create_all``, no ``alembic_version``) is stamped at
 :data:`LEGACY_REVISION` first -- its tables are that revision exactly -- and then upgraded, keeping every row.
 
-For a developer: ``alembic -c editor/ratings/alembic.ini history`` (or ``current``, ``upgrade head``, ``revision
+For a developer: ``alembic -c editor/study/alembic.ini history`` (or ``current``, ``upgrade head``, ``revision
 -m "..."``) works on ``$DATABASE_URL`` (default: the SQLite file under ``data/``).
 """
 from __future__ import annotations

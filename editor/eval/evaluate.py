@@ -1,6 +1,6 @@
 """The procedural edit benchmark: run variants on a folder of clips for every edit family, score against exact targets.
 
-    python -m editor.evaluate --clips data/eval_clips --json runs/eval.json
+    python -m editor.eval.evaluate --clips data/eval_clips --json runs/eval.json
 
 For every clip in ``--clips`` and every chosen edit family, one instruction is taken from the family's paraphrases
 (``--paraphrases``; rotating over clips so every paraphrase is used) or from ``--instructions FILE``. Every variant
@@ -44,13 +44,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from editor import edits, metrics, video_io
-from editor.edits import N_SEEN
+from editor import video_io
+from editor.eval import metrics
 from editor.guidance import Guidance
 from editor.layout import frames_to_images, images_to_frames
 from editor.loading import load_family, model_source
 from editor.pipeline import Editor, EditRequest
 from editor.variants import available_variants, full_step_variant, get_variant
+from editor.world import edits
+from editor.world.edits import N_SEEN
 
 REFERENCE = "teacher"  # the variant psnr_to_reference and paired_vs_reference compare against, when it was run
 VIDEO_EXTS = {".mp4", ".mov", ".webm", ".mkv", ".avi", ".gif", ".m4v"}
@@ -162,11 +164,11 @@ def autoencoder_psnr(family, clips: dict[str, np.ndarray], targets: dict, famili
 def exact_edit_through(round_trip, clips: dict[str, np.ndarray], targets: dict, families: list[str],
                        seed: int = 0) -> dict:
     """What an editor that computed every edit exactly, but saw the source only through the autoencoder and answered
-    through it, would score: each family's edit (``editor.edits``) applied to ``round_trip(source)`` and round-tripped
-    again, scored like a variant (nearest target, PSNR to target). A reference level for ``instruction_accuracy`` and
-    ``psnr_to_target``, not a strict bound (a model may map latents to latents better than this pixel-space route):
-    a miss here means the edit's target depends on detail the latent does not keep (e.g. cartoon's colour
-    quantisation and ink thresholds on a fine texture)."""
+    through it, would score: each family's edit (``editor.world.edits``) applied to ``round_trip(source)`` and
+    round-tripped again, scored like a variant (nearest target, PSNR to target). A reference level for
+    ``instruction_accuracy`` and ``psnr_to_target``, not a strict bound (a model may map latents to latents better than
+    this pixel-space route): a miss here means the edit's target depends on detail the latent does not keep (e.g.
+    cartoon's colour quantisation and ink thresholds on a fine texture)."""
     rows = []
     for clip, frames in clips.items():
         seen = round_trip(frames)

@@ -1,8 +1,9 @@
-"""Handler functions of the app: plain Python, no Gradio, testable on their own.
+"""Helpers that several pages' handlers share: plain Python, no Gradio, testable on their own.
 
-The layout (:mod:`ui.blocks`) binds the engine and the config to these functions and turns :class:`UserError`
-into ``gr.Error``. Everything a user can get wrong -- no clip, an unreadable clip, an empty instruction,
-settings out of range -- raises :class:`UserError` with a message meant to be shown as is.
+The pages (:mod:`ui.edit`, :mod:`ui.compare`, :mod:`ui.rate`, ...) bind the engine and the config to their
+handlers, and :mod:`ui.serving` turns :class:`UserError` into ``gr.Error``. Everything a user can get wrong -- no
+clip, an unreadable clip, an empty instruction, settings out of range -- raises :class:`UserError` with a message
+meant to be shown as is.
 """
 from __future__ import annotations
 
@@ -114,28 +115,6 @@ def new_output_path(output_dir: str | Path, keep: int = KEEP_OUTPUTS) -> Path:
     return folder / f"edit-{uuid.uuid4().hex[:12]}.mp4"
 
 
-def describe(result: EditResult, variant: str, size: tuple[int, int], gflops: float | None = None) -> dict:
-    """The info panel: the settings actually used and the speed figures of the run."""
-    r = result.request
-    settings = {"variant": variant, "instruction": r.instruction, "s_T": r.guidance.text,
-                "s_I": r.guidance.image, "steps": r.steps, "seed": r.seed,
-                "frames": len(result.frames), "size": f"{size[0]}x{size[1]}", "fps": result.fps,
-                "notes": list(result.notes)}
-    if uses_clockwork(variant):
-        settings["clock"] = r.clock
-    speed = result.summary()
-    if gflops is not None:
-        speed["unet_gflops_per_frame"] = gflops
-    return {"settings": settings, "speed": _rounded(speed)}
-
-
-def _rounded(value, digits: int = 2):
-    """Round floats (recursively in dicts) for display."""
-    if isinstance(value, dict):
-        return {k: _rounded(v, digits) for k, v in value.items()}
-    return round(value, digits) if isinstance(value, float) else value
-
-
 def load_clip(editor: Editor, config, video_path: str | None, max_frames: int | None = None) -> Clip:
     """The clip as the engine will see it (working size, frame cap); bad input raises :class:`UserError`."""
     if not video_path:
@@ -169,51 +148,3 @@ def request_from_settings(editor: Editor, instruction, variant, s_t, s_i, steps,
     name = with_clockwork(variant, True, variants) if clockwork and variant in variants else variant
     return make_request(instruction, name, s_t, s_i, steps,
                         pick_seed(seed, randomize, rng or np.random.default_rng()), variants, clock)
-
-
-def run_edit(editor: Editor, config, video_path: str | None, instruction: str | None, variant: str,
-             s_t: float, s_i: float, steps: float, seed: float | None, randomize: bool,
-             clockwork: bool = False, clock: float = 2, progress: ProgressSink | None = None,
-             rng: np.random.Generator | None = None, costs=None) -> tuple[str, dict]:
-    """Edit the clip at ``video_path``; returns the edited MP4's path and the info dict (settings + speed).
-
-    ``config`` is a :class:`ui.blocks.AppConfig` (limits, short_side, max_frames, output_dir); ``progress``
-    receives ``(frames done, frames, description)``; ``costs`` (a :class:`ui.costs.CostTable`) adds the UNet
-    GFLOPs per frame. User mistakes raise :class:`UserError`.
-    """
-    request = request_from_settings(editor, instruction, variant, s_t, s_i, steps, seed, randomize, clockwork,
-                                    clock, rng)
-    clip = load_clip(editor, config, video_path)
-    result = edit_clip(editor, config, video_path, request, ProgressReport(len(clip.frames), progress))
-    return result.output_path, describe(result, request.variant, _size(result),
-                                        _gflops(costs, editor, request, result))
-
-
-def preview_frame(editor: Editor, config, video_path: str | None, instruction: str | None, variant: str,
-                  s_t: float, s_i: float, steps: float, seed: float | None, randomize: bool,
-                  clockwork: bool = False, clock: float = 2, rng: np.random.Generator | None = None,
-                  costs=None) -> tuple[np.ndarray, dict]:
-    """Edit only the first frame (a quick look before the whole clip); returns the ``H W 3`` image and the info."""
-    request = request_from_settings(editor, instruction, variant, s_t, s_i, steps, seed, randomize, clockwork,
-                                    clock, rng)
-    clip = load_clip(editor, config, video_path, max_frames=1)
-    try:
-        result = editor.edit_frames(clip.frames[:1], request)
-    except (ValueError, KeyError) as e:
-        raise UserError(f"Could not edit the frame: {e.args[0] if e.args else e}.") from e
-    return result.frames[0], describe(result, request.variant, _size(result), _gflops(costs, editor, request, result))
-
-
-def _size(result: EditResult) -> tuple[int, int]:
-    """``(width, height)`` of the edited frames."""
-    height, width = result.frames.shape[1:3]
-    return width, height
-
-
-def _gflops(costs, editor: Editor, request: EditRequest, result: EditResult) -> float | None:
-    """UNet GFLOPs per frame of ``request`` at the result's latent size (``None`` without a cost table)."""
-    if costs is None:
-        return None
-    height, width = result.frames.shape[1:3]
-    d = editor.family.downsample
-    return costs.cost(request.variant, request.steps, request.clock, (height // d, width // d)).gflops

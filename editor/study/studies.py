@@ -3,7 +3,7 @@
 A study (DESIGN.md section 6) is a manifest of clips x instructions x variant pairs whose edits are rendered
 before any rater arrives, so raters never wait for generation.  Every rater sees the pairs in their own random
 order (:func:`rater_order`), seeded by the study and rater ids so a reload gives the same order; a few gold pairs
-with one plainly broken side flag careless raters (:meth:`editor.ratings.store.Store.rater_flags`).
+with one plainly broken side flag careless raters (:meth:`editor.study.store.Store.rater_flags`).
 
     python -m editor.study create --manifest study.json [--out data/studies] [--model data/models/embedded]
     python -m editor.study list
@@ -39,12 +39,12 @@ from tqdm.auto import tqdm
 from editor import video_io
 from editor.guidance import Guidance
 from editor.pipeline import Editor, EditRequest
-from editor.ratings.store import Store, VoteIn, file_sha256
+from editor.study.store import Store, VoteIn, file_sha256
 from editor.variants import available_variants
 
 ADMIN_TOKEN_ENV = "MOVIE_ADMIN_TOKEN"
 BROKEN_VARIANT = "broken"  # the variant name of a gold pair's plainly broken side
-DEFAULT_OUT = Path(__file__).resolve().parents[1] / "data" / "studies"
+DEFAULT_OUT = Path(__file__).resolve().parents[2] / "data" / "studies"
 
 Progress = Callable[[int, int], None]  # (renders done, renders total)
 

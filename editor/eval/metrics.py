@@ -127,7 +127,7 @@ def accuracy_interval(hits: int, n: int) -> tuple[float, float]:
     """95% Wilson score interval of an accuracy of ``hits`` out of ``n`` tasks (the ratings' own
     ``wilson_interval``). On the 52 tasks of the held-out clips one task is 1.9 points, and 42/52 spans 68-89%: read
     single-task differences against it."""
-    from editor.ratings.stats import wilson_interval
+    from editor.study.stats import wilson_interval
 
     return wilson_interval(hits, n)
 

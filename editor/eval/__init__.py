@@ -1,0 +1,1 @@
+"""Evaluation: quality metrics (metrics), the held-out evaluation (evaluate) and the speed benchmark (bench)."""

@@ -1,0 +1,1 @@
+"""The procedural edit world: edit families with exact targets (edits) and the synthetic scenes (scenes)."""

@@ -5,7 +5,7 @@ One loader takes either
 * a hub id or folder holding an InstructPix2Pix pipeline (``timbrooks/instruct-pix2pix``: ``unet/``, ``vae/``,
   ``text_encoder/``, ``tokenizer/``, ``scheduler/``), optionally with a TAESD autoencoder (``madebyollin/taesd``).
 
-Latent scales (DESIGN.md section 3): the UNet's noisy latents are ``raw * latent_scale``; its *conditioning* latents are
+Latent scales (docs/DESIGN.md section 3): the UNet's noisy latents are ``raw * latent_scale``; its *conditioning* latents are
 the noisy-space latents times ``condition_scale``. diffusers' InstructPix2Pix pipeline conditions on the unscaled
 ``mode()`` of ``AutoencoderKL`` (condition_scale = 1 / 0.18215), and TAESD's raw latents are already scaled
 (``scaling_factor`` 1.0), so swapping TAESD in keeps condition_scale = 1 / (the pipeline VAE's scaling factor).

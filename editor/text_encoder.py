@@ -3,7 +3,7 @@
 Both map a list of instructions to ``B L D`` states for the UNet's cross-attention. The MiniLM encoder puts the
 sentence embedding (mean pooled, L2-normalised, as sentence-transformers does) in front of the token states: the
 pooled vector is what all-MiniLM-L6-v2 was trained to make similar for paraphrases, so unseen wordings of an edit land
-near the trained ones (DESIGN.md section 3).
+near the trained ones (docs/DESIGN.md section 3).
 """
 from __future__ import annotations
 

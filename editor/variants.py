@@ -1,6 +1,6 @@
 """The one registry of variants -- (model, schedule) pairs -- that the engine, benchmark, evaluator and UI all read.
 
-A variant names which UNet of the family runs, how it is guided, and whether Clockwork wraps it (DESIGN.md
+A variant names which UNet of the family runs, how it is guided, and whether Clockwork wraps it (docs/DESIGN.md
 section 4). A variant whose weights the loaded family lacks (a distilled student, a trained adaptor) is simply not
 available; ``available_variants(family)`` lists the rest.
 """

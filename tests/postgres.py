@@ -1,6 +1,6 @@
 """A throwaway PostgreSQL server for the tests: ``initdb`` + ``pg_ctl`` in a temp folder, Unix socket only.
 
-The store must work on PostgreSQL (DESIGN.md section 4), so its tests run there too when the server binaries are
+The store must work on PostgreSQL (docs/DESIGN.md section 4), so its tests run there too when the server binaries are
 installed (Debian's ``postgresql`` package puts them in ``/usr/lib/postgresql/<version>/bin``; ``.ci/run`` installs
 it) and skip with the reason otherwise.  One server per test session keeps the start-up cost to a second or so;
 each test gets its own fresh database on it.  PostgreSQL refuses to run as root, so as root the server runs as

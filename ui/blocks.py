@@ -1,6 +1,6 @@
 """The app: ``build_app(editor, store, config)`` lays out its five pages in one ``gr.Blocks``.
 
-Pages: Edit, Compare, Rate, Study, Results (DESIGN.md section 1), one module each (:mod:`ui.edit`,
+Pages: Edit, Compare, Rate, Study, Results (docs/DESIGN.md section 1), one module each (:mod:`ui.edit`,
 :mod:`ui.compare`, :mod:`ui.rate`, :mod:`ui.study`, :mod:`ui.results`) with its plain handler functions above its
 layout builder; :mod:`ui.common` holds the handlers' shared helpers, :mod:`ui.widgets` the shared widgets and
 :mod:`ui.serving` adapts handlers to Gradio. Nothing here holds state at module level: the engine, the ratings

@@ -3,7 +3,7 @@
 Clockwork (Habibian et al. 2024) replaces the UNet's low-resolution middle by an adaptor on all but every
 ``clock``-th step; the table reports what that saves (wall time, fps, UNet GFLOPs) and what it costs in quality:
 PSNR between the two outputs, PSNR to the exact target when the instruction names a known procedural edit family
-(:func:`editor.world.edits.family_of`), and flicker (DESIGN.md section 5).
+(:func:`editor.world.edits.family_of`), and flicker (docs/DESIGN.md section 5).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Rate page: a blinded A/B of two variants on the same input, and the vote that goes to the ratings store.
 
-As in FastChat's arena (DESIGN.md section 6): the pair is chosen, then the sides are swapped at random; the rater
+As in FastChat's arena (docs/DESIGN.md section 6): the pair is chosen, then the sides are swapped at random; the rater
 sees "A" (left) and "B" (right) only; the names are revealed after the vote; one vote per rater per pair (the
 store raises :class:`~editor.study.store.DuplicateVote`). A *pair* is a plain dict -- the pair's canonical sides
 ``variant_a``/``variant_b`` with their params, seeds and timings, the clip hash, the instruction, ``shown_left``

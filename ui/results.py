@@ -1,4 +1,4 @@
-"""Results page: the leaderboard of the preference votes (DESIGN.md section 6), optionally of one study.
+"""Results page: the leaderboard of the preference votes (docs/DESIGN.md section 6), optionally of one study.
 
 Per pair of variants: win rate with its Wilson 95 % interval; per variant: Bradley-Terry log-strength with a
 bootstrap 95 % interval and its Elo-like value (ties and "both bad" count half, as in FastChat's arena); the same

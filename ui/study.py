@@ -1,6 +1,6 @@
 """Study page: admins list the studies (with an admin token), raters work through pre-rendered pairs.
 
-A study (DESIGN.md section 6) is created and pre-rendered by ``python -m editor.study`` so raters never wait for
+A study (docs/DESIGN.md section 6) is created and pre-rendered by ``python -m editor.study`` so raters never wait for
 generation; :func:`editor.study.studies.next_pair` hands every rater the pairs in their own random order. The side shown
 on the left is drawn at random per showing, the vote goes through :func:`ui.rate.cast_vote` like any other.
 """

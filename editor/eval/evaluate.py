@@ -4,7 +4,7 @@
 
 For every clip in ``--clips`` and every chosen edit family, one instruction is taken from the family's paraphrases
 (``--paraphrases``; rotating over clips so every paraphrase is used) or from ``--instructions FILE``. Every variant
-edits the clip with the same seed; the metrics (DESIGN.md section 5) are
+edits the clip with the same seed; the metrics (docs/DESIGN.md section 5) are
 
 * ``instruction_accuracy``: share of edits whose output is nearer (PSNR) to the requested family's target than to
   every other family's target;
@@ -18,7 +18,7 @@ with per-edit breakdowns, accuracy split by seen / held-out paraphrase, and ``au
 clips' source frames and the targets), with the reference level ``exact_edit``: the exact edits computed from what the
 autoencoder keeps of the source and passed through it, scored like a variant.
 
-``--sweep`` adds the controllability sweep (DESIGN.md section 5; MoViE keeps both sliders working after
+``--sweep`` adds the controllability sweep (docs/DESIGN.md section 5; MoViE keeps both sliders working after
 distillation): on ``--sweep-tasks`` of the (clip, edit) tasks, each variant edits the first ``--sweep-frames`` frames
 at ``s_T`` in ``SWEEP_TEXT`` (``s_I`` at its default), and at ``s_I`` in ``SWEEP_IMAGE`` (``s_T`` at its default).
 Edit strength should rise with ``s_T`` and faithfulness to the source with ``s_I``; each is measured two ways: edit

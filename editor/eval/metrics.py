@@ -1,4 +1,4 @@
-"""Quality metrics of the procedural edit benchmark (DESIGN.md section 5). All take ``uint8 T H W 3`` clips."""
+"""Quality metrics of the procedural edit benchmark (docs/DESIGN.md section 5). All take ``uint8 T H W 3`` clips."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,6 +1,6 @@
 """Preference study backend: what the Study and Rate tabs call, and the command that pre-renders a study.
 
-A study (DESIGN.md section 6) is a manifest of clips x instructions x variant pairs whose edits are rendered
+A study (docs/DESIGN.md section 6) is a manifest of clips x instructions x variant pairs whose edits are rendered
 before any rater arrives, so raters never wait for generation.  Every rater sees the pairs in their own random
 order (:func:`rater_order`), seeded by the study and rater ids so a reload gives the same order; a few gold pairs
 with one plainly broken side flag careless raters (:meth:`editor.study.store.Store.rater_flags`).

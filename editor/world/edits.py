@@ -2,7 +2,7 @@
 
 Each family is a deterministic function ``frame -> target`` on ``uint8 H W 3`` frames (stochastic families take a
 seed), plus instruction paraphrases. The first ``N_SEEN`` paraphrases of every family are used for training; the rest
-are held out to measure how well the model generalises to wordings it never saw (DESIGN.md section 3).
+are held out to measure how well the model generalises to wordings it never saw (docs/DESIGN.md section 3).
 
 Because targets are exact, the same functions give ground truth for training and for evaluation on any clip.
 """

@@ -1,4 +1,4 @@
-"""Source frames and clips that need no network (DESIGN.md section 3).
+"""Source frames and clips that need no network (docs/DESIGN.md section 3).
 
 Real photos that dependencies ship (scikit-image, scikit-learn, gradio), procedural scenes, and a virtual camera that
 pans and zooms over a still to make a clip. Training and evaluation never share a source: the evaluation split holds

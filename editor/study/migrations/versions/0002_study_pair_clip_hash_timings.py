@@ -1,7 +1,7 @@
 """Study pairs carry their clip's sha256 and what each side cost to render.
 
 A vote on a study pair records the input clip's hash and both sides' timings like a live vote does
-(DESIGN.md section 6); the pre-rendering command knows both, the Rate tab does not, so they are stored with the
+(docs/DESIGN.md section 6); the pre-rendering command knows both, the Rate tab does not, so they are stored with the
 pair.  Both columns are nullable: pairs written before this revision have neither (the Rate tab hashes the clip
 file then).
 

@@ -120,14 +120,14 @@ def time_embedding(unet, t, sample: torch.Tensor, timestep_cond: torch.Tensor | 
     return unet.time_embed_act(emb) if unet.time_embed_act is not None else emb
 
 
-def _down(block, h, emb, encoder_hidden_states, cross_attention_kwargs):
+def down_block_forward(block, h, emb, encoder_hidden_states, cross_attention_kwargs):
     if _has_cross(block):
         return block(hidden_states=h, temb=emb, encoder_hidden_states=encoder_hidden_states,
                      cross_attention_kwargs=cross_attention_kwargs)
     return block(hidden_states=h, temb=emb)
 
 
-def _mid(unet, h, emb, encoder_hidden_states, cross_attention_kwargs):
+def mid_block_forward(unet, h, emb, encoder_hidden_states, cross_attention_kwargs):
     if unet.mid_block is None:
         return h
     if _has_cross(unet.mid_block):
@@ -168,7 +168,7 @@ def high_res_in(unet, sample: torch.Tensor, emb: torch.Tensor, encoder_hidden_st
     h = unet.conv_in(sample)
     skips = [h]
     for block in unet.down_blocks[:split_level]:
-        h, res = _down(block, h, emb, encoder_hidden_states, cross_attention_kwargs)
+        h, res = down_block_forward(block, h, emb, encoder_hidden_states, cross_attention_kwargs)
         skips.extend(res)
     if _entry_skips(unet, split_level):
         if skips[-1] is not h:
@@ -186,9 +186,9 @@ def low_res_middle(unet, r_in: torch.Tensor, emb: torch.Tensor, encoder_hidden_s
     n = _check_level(unet, split_level)
     skips, h = [r_in] * _entry_skips(unet, split_level), r_in
     for block in unet.down_blocks[split_level:]:
-        h, res = _down(block, h, emb, encoder_hidden_states, cross_attention_kwargs)
+        h, res = down_block_forward(block, h, emb, encoder_hidden_states, cross_attention_kwargs)
         skips.extend(res)
-    h = _mid(unet, h, emb, encoder_hidden_states, cross_attention_kwargs)
+    h = mid_block_forward(unet, h, emb, encoder_hidden_states, cross_attention_kwargs)
     h = _up(unet, 0, n - split_level, h, skips, emb, encoder_hidden_states, cross_attention_kwargs,
             tail_size=out_size, forward_upsample_size=out_size is not None)
     if skips:

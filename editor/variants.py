@@ -13,8 +13,10 @@ from editor.clockwork import ClockworkConfig, ClockworkDenoiser, schedule_counts
 from editor.guidance import ThreePassGuidance
 from editor.mmg import MMGDenoiser
 
-Model = Literal["teacher", "mmg"]
+Model = Literal["teacher", "mmg", "onestep"]
 STUDENT_MMG = "student_mmg"
+STUDENT_ONESTEP = "student_onestep"
+STUDENTS = {"mmg": STUDENT_MMG, "onestep": STUDENT_ONESTEP}  # model -> its folder in the family (family.extras)
 
 
 @dataclass(frozen=True)
@@ -23,10 +25,11 @@ class Variant:
     model: Model
     description: str
     clockwork: Literal["identity", "trained"] | None = None
+    step_options: tuple[int, ...] | None = None  # a few-step student: the step counts it was trained for, default first
 
     def unet(self, family):
         """The family's UNet this variant runs."""
-        return family.unet if self.model == "teacher" else family.extras[STUDENT_MMG]
+        return family.unet if self.model == "teacher" else family.extras[STUDENTS[self.model]]
 
     def adaptor(self, family, clock: int | None = None):
         """The family's trained Clockwork adaptor this variant runs at ``clock`` (a clock's specialist where the family
@@ -44,18 +47,23 @@ class Variant:
         return ClockworkDenoiser(self.unet(family), cfg, adaptor=self.adaptor(family, request.clock), wrap=self._wrap())
 
     def steps(self, request) -> int:
-        return request.steps
+        """Sampling steps: the request's, except for a few-step student, which runs the request's count when it is
+        one of its ``step_options`` and its first option otherwise."""
+        if self.step_options is None or request.steps in self.step_options:
+            return request.steps
+        return self.step_options[0]
 
     def passes_per_step(self) -> int:
         return 3 if self.model == "teacher" else 1
 
     def unet_passes(self, request) -> int:
         """Full UNet passes per frame (Clockwork's adaptor steps are not UNet passes)."""
-        full = schedule_counts(request.steps, request.clock)[0] if self.clockwork else request.steps
+        steps = self.steps(request)
+        full = schedule_counts(steps, request.clock)[0] if self.clockwork else steps
         return self.passes_per_step() * full
 
     def available(self, family) -> bool:
-        if self.model == "mmg" and STUDENT_MMG not in family.extras:
+        if self.model in STUDENTS and STUDENTS[self.model] not in family.extras:
             return False
         return self.clockwork != "trained" or self.model in family.adaptors
 
@@ -68,6 +76,8 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
     Variant("mmg", "mmg", "MMG student: guidance scales distilled into the UNet, 1 pass a step (MoViE 3.4)"),
     Variant("mmg+clockwork-identity", "mmg", "MMG student with Clockwork, identity adaptor", clockwork="identity"),
     Variant("mmg+clockwork", "mmg", "MMG student with Clockwork, trained ResNet adaptor", clockwork="trained"),
+    Variant("onestep", "onestep", "one-step student: adversarial distillation of the MMG student, sliders kept "
+            "(MoViE 3.5)", step_options=(1, 2, 4)),
 ]}
 
 

@@ -11,7 +11,7 @@ import argparse
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable
 
@@ -213,3 +213,17 @@ def load_wordings(path: Path | None) -> dict | None:
     if missing or set(data) - set(edits.FAMILIES):
         raise ValueError(f"{path}: families missing {sorted(missing)}, unknown {sorted(set(data) - set(edits.FAMILIES))}")
     return {k: tuple(v) for k, v in data.items()}
+
+
+def save_fields(obj, path: Path, settings: dict) -> None:
+    """Save a dataclass of tensors (a recorded bank) with the settings that produced it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"settings": settings, **{f.name: getattr(obj, f.name) for f in fields(obj)}}, path)
+
+
+def load_fields(cls, path: Path, settings: dict):
+    """A dataclass saved by :func:`save_fields`; refused when it was recorded with other settings."""
+    d = torch.load(path)
+    if d["settings"] != settings:
+        raise ValueError(f"{path} was recorded with {d['settings']}, not {settings}; delete it or pass another cache")
+    return cls(**{f.name: d[f.name] for f in fields(cls)})

@@ -34,7 +34,8 @@ from editor.guidance import Conditioning, Guidance, PerSampleGuidance, ThreePass
 from editor.mmg import MMGDenoiser
 from editor.loading import family_text_encoder
 from editor.sampling import make_scheduler, sample
-from editor.train.common import family_folder, family_noise_scheduler, instruction_bank, uniform
+from editor.train.common import family_folder, family_noise_scheduler, instruction_bank, load_fields, save_fields, \
+    uniform
 from editor.train.data import build_pool, same_window
 
 
@@ -77,16 +78,11 @@ class TrajectoryBank:
             self.image_scales[i]
 
     def save(self, path: Path, settings: dict) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"settings": settings, **{f.name: getattr(self, f.name) for f in fields(self)}}, path)
+        save_fields(self, path, settings)
 
     @classmethod
     def load(cls, path: Path, settings: dict) -> "TrajectoryBank":
-        d = torch.load(path)
-        if d["settings"] != settings:
-            raise ValueError(f"{path} was recorded with {d['settings']}, not {settings}; "
-                             "delete it or pass another --trajectory-cache")
-        return cls(**{f.name: d[f.name] for f in fields(cls)})
+        return load_fields(cls, path, settings)
 
 
 @torch.no_grad()

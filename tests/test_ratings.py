@@ -305,8 +305,8 @@ def legacy_rows(store: Store) -> tuple:
 def test_legacy_database_is_stamped_and_upgraded(db_url):
     create_legacy_database(db_url)
     with Store(db_url) as s:
-        assert s.revision == migrations.head_revision() == "0002"
-        assert migrations.current_revision(s.engine) == "0002"
+        assert s.revision == migrations.head_revision() == "0003"
+        assert migrations.current_revision(s.engine) == "0003"
         votes, pairs, studies = legacy_rows(s)
         assert [v["id"] for v in votes] == ["v1", "v2"]
         assert votes[0]["pair_id"] == 1 and votes[0]["study_id"] == "s1" and votes[1]["pair_id"] is None
@@ -367,18 +367,27 @@ def test_head_schema_matches_the_models(store):
         assert compare_metadata(MigrationContext.configure(c), Base.metadata) == []
 
 
+def _raw_votes(engine) -> list:
+    """The votes' revision-0001 columns, read with plain SQL (the ORM models are the head schema)."""
+    with engine.connect() as c:
+        return [tuple(r) for r in c.execute(text("SELECT id, rater_id, pair_id, pair_key, choice FROM votes "
+                                                 "ORDER BY id"))]
+
+
 def test_downgrade_and_upgrade_keep_rows(store):
     sid = store.create_study("round trip")
     (pid,) = store.add_study_pairs(sid, [dict(clip_path="a.mp4", clip_hash=CLIP, instruction="snow",
                                               variant_a="mmg", variant_b="teacher")])
     store.add_vote(make_vote(pair_id=pid))
     store.add_vote(make_vote(i=1))
-    before = store.votes()
+    before, raw = store.votes(), _raw_votes(store.engine)
     assert migrations.downgrade(store.engine, "0001") == "0001"
     cols = {c["name"] for c in inspect(store.engine).get_columns("study_pairs")}
     assert "clip_hash" not in cols and "params" in cols
-    assert store.votes() == before  # dropping the columns did not null the votes' pair ids
-    assert migrations.upgrade(store.engine) == "0002"
+    assert "pair_token" not in {c["name"] for c in inspect(store.engine).get_columns("votes")}
+    assert "shown_pairs" not in inspect(store.engine).get_table_names()
+    assert _raw_votes(store.engine) == raw  # dropping the columns did not null the votes' pair ids
+    assert migrations.upgrade(store.engine) == "0003"
     assert store.votes() == before and store.study_pairs(sid)[0]["clip_hash"] is None
     assert migrations.downgrade(store.engine, "base") is None
     assert set(inspect(store.engine).get_table_names()) <= {"alembic_version"}
@@ -404,7 +413,7 @@ def test_failed_upgrade_leaves_the_old_database_as_it_was(db_url, monkeypatch):
     engine.dispose()
     monkeypatch.setattr(command, "upgrade", upgrade)
     with Store(db_url) as s:
-        assert s.revision == "0002" and [v["id"] for v in s.votes()] == ["v1", "v2"]
+        assert s.revision == "0003" and [v["id"] for v in s.votes()] == ["v1", "v2"]
 
 
 def test_half_made_database_is_refused(tmp_path):
@@ -555,3 +564,80 @@ def test_retries_when_locked(sqlite_store):
 
     with pytest.raises(OperationalError):
         store._retrying(other)
+
+
+# ------------------------------------------------------------------------------------------------ pairs on the server
+
+
+def shown(store, rater="rater-" + "1" * 32, token="p-" + "t" * 43, **kw):
+    base = dict(token=token, rater_id=rater, clip_hash=CLIP, instruction="make it snow", variant_a="mmg",
+                variant_b="teacher", shown_left="B", params_a={"steps": 4}, params_b={"steps": 4},
+                seed_a=2**32 - 1, seed_b=2**32 - 1, timings_a={"total_s": 1.0}, timings_b={"total_s": 3.0})
+    base.update(kw)
+    return store.add_shown_pair(**base)
+
+
+def test_a_vote_on_a_shown_pair_records_the_servers_pair(store):
+    from editor.study.store import PairRefused
+
+    pair = shown(store)
+    vote_id, row = store.vote_on_pair(pair["token"], rater_id=pair["rater_id"], study_id=None, shown_choice="A",
+                                      decide_ms=800)
+    (v,) = store.votes()
+    assert v["id"] == vote_id and v["pair_token"] == pair["token"] and v["choice"] == "B"  # left was B
+    assert (v["variant_a"], v["variant_b"], v["seed_a"], v["shown_left"]) == ("mmg", "teacher", 2**32 - 1, "B")
+    assert v["pair_key"] == pair_key(CLIP, "make it snow", {"name": "mmg", "params": {"steps": 4}, "seed": 2**32 - 1},
+                                     {"name": "teacher", "params": {"steps": 4}, "seed": 2**32 - 1})
+    with pytest.raises(DuplicateVote):  # replayed
+        store.vote_on_pair(pair["token"], rater_id=pair["rater_id"], study_id=None, shown_choice="B")
+    with pytest.raises(PairRefused, match="unknown"):
+        store.vote_on_pair("p-" + "x" * 43, rater_id=pair["rater_id"], study_id=None, shown_choice="A")
+    other = shown(store, token="p-" + "u" * 43)
+    with pytest.raises(PairRefused, match="another rater"):
+        store.vote_on_pair(other["token"], rater_id="rater-" + "2" * 32, study_id=None, shown_choice="A")
+    with pytest.raises(PairRefused, match="not part of the rater's study"):
+        store.vote_on_pair(other["token"], rater_id=other["rater_id"], study_id="some-study", shown_choice="A")
+    with pytest.raises(DuplicateVote):  # a second pair token for the same comparison: one vote per rater and pair
+        store.vote_on_pair(other["token"], rater_id=other["rater_id"], study_id=None, shown_choice="A")
+    for bad in ({"shown_choice": "left"}, {"shown_choice": "A", "decide_ms": float("nan")},
+                {"shown_choice": "A", "decide_ms": 1e300}):
+        with pytest.raises(ValueError):
+            store.vote_on_pair(shown(store, token="p-" + "w" * 43, seed_a=1)["token"], rater_id=other["rater_id"],
+                               study_id=None, **bad)
+        store.engine.dispose()
+        with store.engine.begin() as c:
+            c.execute(text("DELETE FROM shown_pairs WHERE token = :t"), {"t": "p-" + "w" * 43})
+    assert store.count_votes() == 1
+
+
+def test_the_database_takes_one_vote_per_pair_token(store):
+    pair = shown(store)
+    store.add_vote(make_vote(rater=pair["rater_id"], pair_token=pair["token"]))
+    with pytest.raises(DuplicateVote):  # another rater, another comparison: the token is spent all the same
+        store.add_vote(make_vote(rater="rater-9", i=5, pair_token=pair["token"]))
+    assert store.count_votes() == 1
+
+
+def test_study_pairs_shown_vote_caps_and_bounds(store):
+    from editor.study.store import PairRefused, VoteCapReached
+
+    sid = store.create_study("s")
+    (pid,) = store.add_study_pairs(sid, [dict(clip_path="a.mp4", clip_hash=CLIP, instruction="snow",
+                                              variant_a="mmg", variant_b="teacher")])
+    rater = "rater-" + "3" * 32
+    pair = shown(store, rater=rater, study_pair_id=pid)
+    assert pair["study_id"] == sid and pair["pair_key"] == store.study_pairs(sid)[0]["pair_key"]
+    assert store.open_study_pair(rater, pid)["token"] == pair["token"]
+    with pytest.raises(PairRefused, match="another study"):
+        store.vote_on_pair(pair["token"], rater_id=rater, study_id=None, shown_choice="A")
+    store.vote_on_pair(pair["token"], rater_id=rater, study_id=sid, shown_choice="tie")
+    assert store.open_study_pair(rater, pid) is None and store.count_rater_votes(rater, sid) == 1
+    extra = shown(store, rater=rater, token="p-" + "c" * 43)
+    with pytest.raises(VoteCapReached):
+        store.vote_on_pair(extra["token"], rater_id=rater, study_id=None, shown_choice="A", max_votes=0)
+    for bad in ({"instruction": "x" * 5000}, {"seed_a": 2**70}, {"seed_a": float("nan")}, {"variant_a": "v" * 200},
+                {"clip_hash": "nope"}):
+        with pytest.raises(ValueError):
+            shown(store, token="p-" + "d" * 43, **bad)
+    assert store.study("no-such-study") is None and store.study(sid)["name"] == "s"
+    assert store.count_votes() == 1

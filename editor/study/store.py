@@ -10,6 +10,11 @@ One vote per rater per comparison: ``UNIQUE(rater_id, pair_key)``.  ``pair_key``
 vote belongs to a study pair, otherwise :func:`pair_key` of the vote's content (clip hash, instruction, both
 variants' names, params and seeds).  A second vote raises :class:`DuplicateVote` and writes nothing.
 
+Pairs live on the server (revision 0003): every pair shown to a rater is a row of ``shown_pairs`` keyed by an
+unguessable pair token (:mod:`editor.study.tokens`) and bound to that rater; a vote names only the pair token
+(:meth:`Store.vote_on_pair`), so variants, sides, clip and settings come from the server's row, never from the
+client.  ``UNIQUE(votes.pair_token)`` makes a pair token good for one vote.
+
 SQLite (the default, ``data/ratings.db``) runs in WAL mode with foreign keys on and a 30 s busy timeout;
 ``DATABASE_URL`` points the store elsewhere (any SQLAlchemy URL; tested on SQLite and PostgreSQL, where a URL
 without a driver, ``postgres://`` or ``postgresql://``, uses psycopg 3).
@@ -37,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
-    JSON, Boolean, CheckConstraint, DateTime, ForeignKey, Index, Integer, String, Text, TypeDecorator,
+    JSON, BigInteger, Boolean, CheckConstraint, DateTime, ForeignKey, Index, Integer, String, Text, TypeDecorator,
     UniqueConstraint, create_engine, event, func, select,
 )
 from sqlalchemy.engine import URL, Engine, make_url
@@ -50,14 +55,23 @@ from editor.study import migrations
 CHOICES = ("A", "B", "tie", "both_bad")
 SIDES = ("A", "B")
 DEFAULT_DB_PATH = Path(__file__).resolve().parents[2] / "data" / "ratings.db"
+MAX_TEXT = 1000              # characters of an instruction, rater id or session id a vote may carry
+MAX_DECIDE_MS = 3_600_000    # time to decide: at most an hour
+MAX_SEED = 2**63 - 1         # seeds are stored as 64-bit integers
+# 64-bit on PostgreSQL (seeds reach 2**32 - 1); SQLite's INTEGER is 64-bit already
+SeedInt = BigInteger().with_variant(Integer(), "sqlite")
 
 # Column order of votes() dicts and of export_csv().
 VOTE_COLUMNS = (
     "id", "created_at", "rater_id", "session_id", "app_version", "study_id", "pair_id", "pair_key",
     "clip_hash", "instruction", "variant_a", "params_a", "seed_a", "timings_a", "variant_b", "params_b", "seed_b",
-    "timings_b", "shown_left", "choice", "decide_ms",
+    "timings_b", "shown_left", "choice", "decide_ms", "pair_token",
 )
 JSON_VOTE_COLUMNS = ("params_a", "params_b", "timings_a", "timings_b")
+SHOWN_PAIR_COLUMNS = (
+    "token", "created_at", "rater_id", "study_id", "study_pair_id", "pair_key", "clip_hash", "instruction",
+    "variant_a", "params_a", "seed_a", "timings_a", "variant_b", "params_b", "seed_b", "timings_b", "shown_left",
+)
 STUDY_PAIR_COLUMNS = (
     "id", "study_id", "pair_key", "clip_path", "instruction", "variant_a", "variant_b", "params",
     "rendered_a", "rendered_b", "is_gold", "gold_bad_side", "clip_hash", "timings",
@@ -66,6 +80,25 @@ STUDY_PAIR_COLUMNS = (
 
 class DuplicateVote(ValueError):
     """This rater already voted on this pair; nothing was written."""
+
+
+class PairRefused(ValueError):
+    """A vote on a pair token that is unknown, another rater's or another scope's; nothing was written."""
+
+
+class VoteCapReached(ValueError):
+    """The rater has cast as many votes as one rater may; nothing was written."""
+
+
+def canonical_choice(shown_choice: str, shown_left: str) -> str:
+    """A click (``A`` = the left video, ``B`` = the right one, ``tie``, ``both_bad``) in the pair's canonical sides."""
+    if shown_choice not in CHOICES:
+        raise ValueError(f"the choice must be one of {', '.join(CHOICES)}")
+    if shown_choice in ("tie", "both_bad"):
+        return shown_choice
+    if shown_choice == "A":
+        return shown_left
+    return "B" if shown_left == "A" else "A"
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -214,6 +247,7 @@ class Vote(Base):
         CheckConstraint("shown_left IN ('A', 'B')", name="ck_votes_shown_left"),
         CheckConstraint("decide_ms >= 0", name="ck_votes_decide_ms"),
         Index("ix_votes_study_id", "study_id"),
+        Index("uq_votes_pair_token", "pair_token", unique=True),  # one vote per shown pair (revision 0003)
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -228,15 +262,44 @@ class Vote(Base):
     instruction: Mapped[str] = mapped_column(Text)
     variant_a: Mapped[str] = mapped_column(String(100))
     params_a: Mapped[dict] = mapped_column(JSON, default=dict)
-    seed_a: Mapped[int | None] = mapped_column(Integer)
+    seed_a: Mapped[int | None] = mapped_column(SeedInt)       # revision 0003: 64-bit
     timings_a: Mapped[dict | None] = mapped_column(JSON)
     variant_b: Mapped[str] = mapped_column(String(100))
     params_b: Mapped[dict] = mapped_column(JSON, default=dict)
-    seed_b: Mapped[int | None] = mapped_column(Integer)
+    seed_b: Mapped[int | None] = mapped_column(SeedInt)
     timings_b: Mapped[dict | None] = mapped_column(JSON)
     shown_left: Mapped[str] = mapped_column(String(1))
     choice: Mapped[str] = mapped_column(String(8))
     decide_ms: Mapped[int] = mapped_column(Integer)
+    pair_token: Mapped[str | None] = mapped_column(String(64))  # revision 0003: the shown pair voted on
+
+
+class ShownPair(Base):
+    """A pair as the server made it for one rater (revision 0003): the vote reads everything from here."""
+
+    __tablename__ = "shown_pairs"
+    __table_args__ = (
+        CheckConstraint("shown_left IN ('A', 'B')", name="ck_shown_pairs_shown_left"),
+        Index("ix_shown_pairs_rater_study_pair", "rater_id", "study_pair_id"),
+    )
+
+    token: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=_utcnow)  # when it was shown
+    rater_id: Mapped[str] = mapped_column(String(128))
+    study_id: Mapped[str | None] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    study_pair_id: Mapped[int | None] = mapped_column(ForeignKey("study_pairs.id", ondelete="CASCADE"))
+    pair_key: Mapped[str] = mapped_column(String(64))
+    clip_hash: Mapped[str] = mapped_column(String(64))
+    instruction: Mapped[str] = mapped_column(Text)
+    variant_a: Mapped[str] = mapped_column(String(100))
+    params_a: Mapped[dict] = mapped_column(JSON, default=dict)
+    seed_a: Mapped[int | None] = mapped_column(SeedInt)
+    timings_a: Mapped[dict | None] = mapped_column(JSON)
+    variant_b: Mapped[str] = mapped_column(String(100))
+    params_b: Mapped[dict] = mapped_column(JSON, default=dict)
+    seed_b: Mapped[int | None] = mapped_column(SeedInt)
+    timings_b: Mapped[dict | None] = mapped_column(JSON)
+    shown_left: Mapped[str] = mapped_column(String(1))
 
 
 def _row_dict(row, columns) -> dict:
@@ -247,12 +310,23 @@ def _row_dict(row, columns) -> dict:
 # input
 
 
-def _opt_int(name: str, value) -> int | None:
+def _opt_int(name: str, value, limit: int = MAX_SEED) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or int(value) != value:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            (isinstance(value, float) and not math.isfinite(value)) or int(value) != value:
         raise ValueError(f"{name} must be an integer, got {value!r}")
+    if not -limit <= int(value) <= limit:
+        raise ValueError(f"{name} is out of range")
     return int(value)
+
+
+def _text(name: str, value, limit: int = MAX_TEXT) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a string")
+    if len(value) > limit:
+        raise ValueError(f"{name} is longer than {limit} characters")
+    return value
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -282,6 +356,7 @@ class VoteIn:
     study_id: str | None = None
     pair_id: int | None = None
     pair_key: str | None = None
+    pair_token: str | None = None
 
     def __post_init__(self):
         def put(name, value):
@@ -296,16 +371,19 @@ class VoteIn:
         if self.shown_left not in SIDES:
             raise ValueError(f"shown_left must be 'A' or 'B', got {self.shown_left!r}")
         if isinstance(self.decide_ms, bool) or not isinstance(self.decide_ms, (int, float)) \
-                or not math.isfinite(self.decide_ms) or self.decide_ms < 0:
-            raise ValueError(f"decide_ms must be a finite number >= 0, got {self.decide_ms!r}")
+                or not math.isfinite(self.decide_ms) or not 0 <= self.decide_ms <= MAX_DECIDE_MS:
+            raise ValueError(f"decide_ms must be a number of milliseconds from 0 to {MAX_DECIDE_MS}")
         put("decide_ms", int(round(self.decide_ms)))
         put("clip_hash", _sha256_hex("clip_hash", self.clip_hash))
-        if not isinstance(self.instruction, str):
-            raise ValueError("instruction must be a string")
+        _text("instruction", self.instruction)
+        if self.study_id is not None:
+            _text("study_id", self.study_id, 36)
+        if self.pair_token is not None:
+            _text("pair_token", self.pair_token, 64)
         for side in ("a", "b"):
             name = getattr(self, f"variant_{side}")
-            if not isinstance(name, str) or not name:
-                raise ValueError(f"variant_{side} must be a non-empty string")
+            if not isinstance(name, str) or not name or len(name) > 100:
+                raise ValueError(f"variant_{side} must be a non-empty string of at most 100 characters")
             params = getattr(self, f"params_{side}")
             if not isinstance(params, Mapping):
                 raise ValueError(f"params_{side} must be a mapping")
@@ -316,8 +394,8 @@ class VoteIn:
             put(f"timings_{side}", _jsonable(timings))
             put(f"seed_{side}", _opt_int(f"seed_{side}", getattr(self, f"seed_{side}")))
         put("pair_id", _opt_int("pair_id", self.pair_id))
-        put("session_id", str(self.session_id or ""))
-        put("app_version", str(self.app_version or ""))
+        put("session_id", str(self.session_id or "")[:128])
+        put("app_version", str(self.app_version or "")[:64])
         if self.pair_key is None and self.pair_id is None:
             put("pair_key", self.content_key())
 
@@ -462,15 +540,128 @@ class Store:
                     variant_a=vote.variant_a, params_a=vote.params_a, seed_a=vote.seed_a, timings_a=vote.timings_a,
                     variant_b=vote.variant_b, params_b=vote.params_b, seed_b=vote.seed_b, timings_b=vote.timings_b,
                     shown_left=vote.shown_left, choice=vote.choice, decide_ms=vote.decide_ms,
+                    pair_token=vote.pair_token,
                 ))
 
         try:
             self._retrying(insert)
         except IntegrityError:
-            if self.has_voted(vote.rater_id, key):
+            if self.has_voted(vote.rater_id, key) or (vote.pair_token and self._token_voted(vote.pair_token)):
                 raise DuplicateVote(f"rater {vote.rater_id!r} already voted on pair {key}") from None
             raise
         return vote_id
+
+    def _token_voted(self, token: str) -> bool:
+        with Session(self.engine) as s:
+            return s.scalar(select(Vote.id).where(Vote.pair_token == token).limit(1)) is not None
+
+    # ---------------------------------------------------------------- pairs shown to raters
+
+    def add_shown_pair(self, *, token: str, rater_id: str, clip_hash: str, instruction: str, variant_a: str,
+                       variant_b: str, shown_left: str, params_a: Mapping | None = None,
+                       params_b: Mapping | None = None, seed_a: int | None = None, seed_b: int | None = None,
+                       timings_a: Mapping | None = None, timings_b: Mapping | None = None,
+                       study_pair_id: int | None = None) -> dict:
+        """Record a pair the server made for ``rater_id`` under ``token``; return its row.
+
+        The pair's key is the study pair's key for a study pair (``study_pair_id``), else :func:`pair_key` of its
+        content.  Checked like a vote (:class:`VoteIn`): a bad field raises ``ValueError`` and writes nothing."""
+        check = VoteIn(rater_id=rater_id, clip_hash=clip_hash, instruction=instruction, variant_a=variant_a,
+                       variant_b=variant_b, shown_left=shown_left, choice="tie", decide_ms=0,
+                       params_a=params_a or {}, params_b=params_b or {}, seed_a=seed_a, seed_b=seed_b,
+                       timings_a=timings_a, timings_b=timings_b, pair_token=token,
+                       pair_id=study_pair_id)
+        key, study_id = check.pair_key, None
+        if study_pair_id is not None:
+            sp = self._retrying(lambda: self._get(StudyPair, check.pair_id))
+            if sp is None:
+                raise ValueError(f"no study pair with id {study_pair_id}")
+            key, study_id = sp["pair_key"], sp["study_id"]
+        row = dict(token=token, created_at=_utcnow(), rater_id=check.rater_id, study_id=study_id,
+                   study_pair_id=check.pair_id, pair_key=key, clip_hash=check.clip_hash,
+                   instruction=check.instruction, variant_a=check.variant_a, params_a=check.params_a,
+                   seed_a=check.seed_a, timings_a=check.timings_a, variant_b=check.variant_b,
+                   params_b=check.params_b, seed_b=check.seed_b, timings_b=check.timings_b,
+                   shown_left=check.shown_left)
+
+        def run():
+            with Session(self.engine) as s, s.begin():
+                s.add(ShownPair(**row))
+        self._retrying(run)
+        return row
+
+    def shown_pair(self, token) -> dict | None:
+        """The pair behind ``token`` (``None`` for an unknown or malformed one) with ``voted`` (a vote id or None)."""
+        if not isinstance(token, str) or not 0 < len(token) <= 64:
+            return None
+
+        def run():
+            with Session(self.engine) as s:
+                row = s.get(ShownPair, token)
+                if row is None:
+                    return None
+                out = _row_dict(row, SHOWN_PAIR_COLUMNS)
+                out["voted"] = s.scalar(select(Vote.id).where(Vote.pair_token == token).limit(1))
+                return out
+        return self._retrying(run)
+
+    def open_study_pair(self, rater_id: str, study_pair_id: int) -> dict | None:
+        """The pair already shown to ``rater_id`` for this study pair and not yet voted on, if any (a rater who
+        reloads gets the same pair token and sides, not a new row per reload)."""
+        def run():
+            with Session(self.engine) as s:
+                stmt = (select(ShownPair).where(ShownPair.rater_id == rater_id,
+                                                ShownPair.study_pair_id == study_pair_id)
+                        .order_by(ShownPair.created_at.desc()))
+                for row in s.scalars(stmt):
+                    if s.scalar(select(Vote.id).where(Vote.pair_token == row.token).limit(1)) is None:
+                        return _row_dict(row, SHOWN_PAIR_COLUMNS)
+                return None
+        return self._retrying(run)
+
+    def count_rater_votes(self, rater_id: str, study_id: str | None) -> int:
+        """Votes of ``rater_id`` in ``study_id`` (``None``: votes outside any study)."""
+        def run():
+            with Session(self.engine) as s:
+                stmt = select(func.count()).select_from(Vote).where(Vote.rater_id == rater_id)
+                stmt = stmt.where(Vote.study_id.is_(None) if study_id is None else Vote.study_id == study_id)
+                return int(s.scalar(stmt))
+        return self._retrying(run)
+
+    def vote_on_pair(self, token, *, rater_id: str, study_id: str | None, shown_choice: str,
+                     decide_ms: float | None = None, session_id: str = "", app_version: str = "",
+                     max_votes: int | None = None) -> tuple[str, dict]:
+        """Store ``rater_id``'s vote on the shown pair ``token``; return ``(vote id, the pair's row)``.
+
+        Everything the vote records comes from the server's row; the client gives only the click (``A`` = the
+        left video, ``B`` = the right one, ``tie``, ``both_bad``) and the time it took (default: since the pair
+        was shown).  Raises, writing nothing: :class:`PairRefused` for an unknown token, a pair made for another
+        rater or a pair outside the rater's scope (``study_id``: the study the rater token is bound to, ``None`` for
+        ad-hoc pairs); :class:`VoteCapReached` past ``max_votes`` votes in that scope; :class:`DuplicateVote` for a
+        second vote on the pair (or on the same comparison); ``ValueError`` for a bad choice or time."""
+        pair = self.shown_pair(token)
+        if pair is None:
+            raise PairRefused("unknown pair token")
+        if pair["rater_id"] != rater_id:
+            raise PairRefused("this pair was made for another rater")
+        if pair["study_id"] != study_id:
+            raise PairRefused("this pair belongs to another study" if pair["study_id"] else
+                              "this pair is not part of the rater's study")
+        if pair["voted"]:
+            raise DuplicateVote(f"pair {token} already has a vote")
+        choice = canonical_choice(shown_choice, pair["shown_left"])
+        if decide_ms is None:
+            decide_ms = min(MAX_DECIDE_MS, max(0.0, (_utcnow() - pair["created_at"]).total_seconds() * 1000))
+        if max_votes is not None and self.count_rater_votes(rater_id, study_id) >= max_votes:
+            raise VoteCapReached(f"rater {rater_id} has cast the most votes one rater may ({max_votes})")
+        vote = VoteIn(rater_id=rater_id, clip_hash=pair["clip_hash"], instruction=pair["instruction"],
+                      variant_a=pair["variant_a"], variant_b=pair["variant_b"], params_a=pair["params_a"],
+                      params_b=pair["params_b"], seed_a=pair["seed_a"], seed_b=pair["seed_b"],
+                      timings_a=pair["timings_a"], timings_b=pair["timings_b"], shown_left=pair["shown_left"],
+                      choice=choice, decide_ms=decide_ms, session_id=session_id, app_version=app_version,
+                      study_id=pair["study_id"], pair_id=pair["study_pair_id"], pair_key=pair["pair_key"],
+                      pair_token=token)
+        return self.add_vote(vote), pair
 
     def _get(self, model, pk) -> dict | None:
         with Session(self.engine) as s:
@@ -552,6 +743,13 @@ class Store:
                 s.add(Study(id=study_id, name=name, created_at=_utcnow(), manifest=manifest))
         self._retrying(run)
         return study_id
+
+    def study(self, study_id) -> dict | None:
+        """One study (``id``, ``name``, ``created_at``, ``manifest``), or ``None`` when there is no such study."""
+        if not isinstance(study_id, str) or not 0 < len(study_id) <= 36:
+            return None
+        row = self._retrying(lambda: self._get(Study, study_id))
+        return None if row is None else {k: row[k] for k in ("id", "name", "created_at", "manifest")}
 
     def studies(self) -> list[dict]:
         with Session(self.engine) as s:

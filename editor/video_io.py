@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -47,18 +49,22 @@ def _human_bytes(n: float) -> str:
 
 @dataclass(frozen=True)
 class VideoLimits:
-    """What the app accepts: file size, duration and frame count kept, source resolution."""
+    """What the app accepts: file size, duration and frame count kept, source resolution and shape, working size."""
 
     max_bytes: int = 200 * 2**20
     max_seconds: float = 30.0       # longer clips are cut (not rejected) at this duration
     max_frames: int = 240           # frames kept after fps resampling; longer clips are cut
     max_side: int = 8192            # source width/height limit; larger sources are rejected
+    max_aspect: float = 8.0         # long side over short side; flatter or thinner sources are rejected
+    max_working_pixels: int = 2**20  # working frames above this many pixels are made smaller (short side < asked)
 
     def __post_init__(self):
-        for name in ("max_bytes", "max_seconds", "max_frames", "max_side"):
+        for name in ("max_bytes", "max_seconds", "max_frames", "max_side", "max_aspect", "max_working_pixels"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"VideoLimits.{name} must be a positive number, got {value!r}")
+        if self.max_aspect < 1:
+            raise ValueError(f"VideoLimits.max_aspect must be at least 1, got {self.max_aspect!r}")
 
     def describe(self) -> str:
         """One human line for the UI, e.g. ``'up to 200 MB, 30 s, 240 frames, 8192 px a side'``."""
@@ -81,13 +87,19 @@ class Clip:
     notes: tuple[str, ...] = ()     # user-facing notes
 
 
-def working_size(width: int, height: int, short_side: int = 256, multiple: int = 8) -> tuple[int, int]:
-    """Resize keeping the aspect ratio so the short side is `short_side`; round each side to a
-    multiple of `multiple` (at least `multiple`).  Returns ``(width, height)``."""
+def working_size(width: int, height: int, short_side: int = 256, multiple: int = 8,
+                 max_pixels: int | None = None) -> tuple[int, int]:
+    """Resize keeping the aspect ratio so the short side is `short_side`, or smaller when the frame would then
+    have more than `max_pixels` pixels; round each side to a multiple of `multiple` (at least `multiple`).
+    Returns ``(width, height)``."""
     if width <= 0 or height <= 0 or short_side <= 0 or multiple <= 0:
         raise ValueError(f"working_size needs positive sizes, got {width}x{height}, {short_side}, {multiple}")
     scale = short_side / min(width, height)
-    return tuple(max(multiple, round(side * scale / multiple) * multiple) for side in (width, height))
+    capped = max_pixels is not None and width * height * scale * scale > max_pixels
+    if capped:  # the pixel budget binds: scale to it, and round down so the budget holds after rounding
+        scale = math.sqrt(max_pixels / (width * height))
+    to_multiple = math.floor if capped else round
+    return tuple(max(multiple, to_multiple(side * scale / multiple) * multiple) for side in (width, height))
 
 
 # ----------------------------------------------------------------------------- errors / checks
@@ -124,10 +136,15 @@ def _check_file(path: str, max_bytes: int | None = None) -> None:
         raise VideoError(f"file is {_human_bytes(size)}; the limit is {_human_bytes(max_bytes)}")
 
 
-def _check_side(width: int, height: int, max_side: int) -> None:
-    """Reject sources whose width or height exceed `max_side`."""
+def _check_side(width: int, height: int, max_side: int, max_aspect: float | None = None) -> None:
+    """Reject sources whose width or height exceed `max_side`, or whose shape is beyond `max_aspect`:1 (a clip of
+    8192x16 pixels would need a working frame of 131072x256 to keep its short side)."""
     if width > max_side or height > max_side:
         raise VideoError(f"resolution {width}x{height} exceeds the limit of {max_side}x{max_side}")
+    if max_aspect and width > 0 and height > 0 and max(width, height) > max_aspect * min(width, height):
+        ratio = max(width, height) / min(width, height)
+        raise VideoError(f"the clip is {width}x{height} pixels, {ratio:.3g} times as {'wide' if width > height else 'tall'}"
+                         f" as it is {'tall' if width > height else 'wide'}; the limit is {max_aspect:g}:1")
 
 
 def _open(path: str) -> av.container.InputContainer:
@@ -180,20 +197,52 @@ def _frame_rotation(frame, stream) -> int:
         return 0
 
 
+def _alpha_decoder(stream):
+    """A libvpx VP9 decoder for a VP9 stream that carries alpha (WebM ``alpha_mode``), or None.
+
+    FFmpeg's own vp9 decoder ignores the alpha plane, which WebM keeps beside each frame (BlockAdditional);
+    libvpx-vp9 reads it, so transparent VP9 is composited like PNG, QuickTime or ProRes alpha (over black)."""
+    if stream.codec_context.name != "vp9" or str(stream.metadata.get("alpha_mode", "")).strip() != "1":
+        return None
+    if "libvpx-vp9" not in av.codecs_available:
+        log.warning("VP9 with alpha but no libvpx-vp9 decoder: the alpha channel is ignored")
+        return None
+    try:
+        return av.CodecContext.create("libvpx-vp9", "r")
+    except Exception as e:  # noqa: BLE001 -- fall back to FFmpeg's decoder (alpha ignored)
+        log.warning("could not open libvpx-vp9 (%s): the alpha channel is ignored", e)
+        return None
+
+
+def _drain(ctx) -> list:
+    """The frames a decoder still holds (a flush); none when it cannot give them."""
+    try:
+        return list(ctx.decode(None))
+    except Exception:  # noqa: BLE001 -- a broken decoder state holds nothing worth keeping
+        return []
+
+
 def _decoded(container, stream) -> Iterator:
     """Decoded frames of `stream` in presentation order; damaged packets are skipped, and a run
     of :data:`MAX_BAD_PACKETS` undecodable packets (or a demuxer error) ends the stream."""
     bad = 0
     demux = container.demux(stream)
+    alpha = _alpha_decoder(stream)
     while True:
         try:
             packet = next(demux)
         except StopIteration:
             return
         except Exception as e:
+            # the data ends (or breaks) here: the frames still inside the decoder (threads, reordering) are
+            # part of what the file holds, so drain them before saying so
+            yield from _drain(alpha or stream.codec_context)
             raise VideoError("the file is truncated or corrupt") from e
         try:
-            frames = packet.decode()
+            if alpha is None:
+                frames = packet.decode()
+            else:
+                frames = alpha.decode(None if packet.size == 0 else packet)
         except Exception:
             bad += 1
             if bad >= MAX_BAD_PACKETS:
@@ -218,21 +267,22 @@ def probe(path, *, limits: VideoLimits | None = None) -> dict:
         stream = _video_stream(container)
         width, height = stream.codec_context.width, stream.codec_context.height
         if limits:
-            _check_side(width, height, limits.max_side)
+            _check_side(width, height, limits.max_side, limits.max_aspect)
         first = next(_decoded(container, stream), None)
         if first is None:
             raise VideoError("no frames could be decoded")
         width, height = first.width, first.height
         if limits:
-            _check_side(width, height, limits.max_side)
+            _check_side(width, height, limits.max_side, limits.max_aspect)
         rotation = _frame_rotation(first, stream)
+        alpha = first.format.name != "pal8" and _has_alpha(first)
         fps, duration = _stream_fps(stream), _stream_duration(container, stream)
         n_frames = stream.frames or (round(duration * fps) if duration and fps else None)
         if rotation in (90, 270):
             width, height = height, width
         return {"duration": duration, "fps": fps, "width": width, "height": height,
                 "rotation": rotation, "has_audio": bool(container.streams.audio),
-                "n_frames": n_frames, "codec": stream.codec_context.name,
+                "n_frames": n_frames, "codec": stream.codec_context.name, "alpha": alpha,
                 "bytes": os.path.getsize(path)}
 
 
@@ -368,17 +418,31 @@ def read_clip(path, *, short_side: int = 256, fps: float | None = None, max_fram
     target_fps = _target_fps(fps, info["fps"])
     frame_limit = min(max_frames or limits.max_frames, limits.max_frames)
     cap, cap_reason = _frame_cap(target_fps, frame_limit, limits.max_seconds)
-    size = working_size(info["width"], info["height"], short_side, multiple)
+    size = working_size(info["width"], info["height"], short_side, multiple, limits.max_working_pixels)
     kept, truncated, damage = _collect(iter_frames(path, fps=target_fps, size=size), cap)
     if not kept:
         raise VideoError("no frames could be decoded")
-    notes = _notes(info, target_fps, len(kept), truncated, cap_reason, damage)
+    expected = _expected_frames(info, target_fps, cap)
+    notes = _notes(info, target_fps, len(kept), truncated, cap_reason, damage, expected)
     return Clip(frames=check_frames(np.stack(kept)), fps=target_fps, source_fps=info["fps"],
                 source_size=(info["width"], info["height"]), rotation=info["rotation"],
                 has_audio=info["has_audio"], path=path, truncated=truncated, notes=notes)
 
 
-def _notes(info: dict, fps: float, n: int, truncated: bool, cap_reason: str, damage: str | None) -> tuple[str, ...]:
+def _expected_frames(info: dict, fps: float, cap: int) -> int | None:
+    """Output frames the file's header promises (its duration at `fps`, at most `cap`); None when unknown."""
+    if not info["duration"] or not math.isfinite(info["duration"]) or info["duration"] <= 0:
+        return None
+    return min(cap, max(1, math.ceil(info["duration"] * fps - TIME_EPS)))
+
+
+def _short(n: int, expected: int | None) -> bool:
+    """Whether `n` frames fall clearly short of the `expected` ones (not just a rounding of the last frame)."""
+    return expected is not None and expected - n >= max(2, math.ceil(0.05 * expected))
+
+
+def _notes(info: dict, fps: float, n: int, truncated: bool, cap_reason: str, damage: str | None,
+           expected: int | None = None) -> tuple[str, ...]:
     """User-facing notes about what read_clip did to the clip."""
     notes = []
     if truncated:
@@ -387,8 +451,13 @@ def _notes(info: dict, fps: float, n: int, truncated: bool, cap_reason: str, dam
         notes.append(f"turned upright (rotated {info['rotation']}° clockwise as the file asks)")
     if info["fps"] and abs(info["fps"] - fps) > 0.01:
         notes.append(f"resampled from {info['fps']:.3g} fps to {fps:g} fps")
-    if damage:
+    if not truncated and _short(n, expected):
+        # a file cut short decodes to its end without an error: only its header tells what is missing
+        notes.append(f"read {n} of {expected} frames: the file is truncated or damaged; the frames read are edited")
+    elif damage:
         notes.append(f"decoding stopped early ({damage}); kept {n} frames")
+    if info.get("alpha"):
+        notes.append("transparent areas composited over black")
     return tuple(notes)
 
 
@@ -486,3 +555,30 @@ def write_clip(frames: np.ndarray, fps: float, path, *, audio_from: str | None =
         log.warning("could not write audio to %s, writing without audio: %s", path, e)
         _encode(frames, rate, path, None, crf)
     return path
+
+
+# ----------------------------------------------------------------------------- anonymous copies
+
+PAD_BUCKET = 64 * 2**10  # padded copies are a multiple of this many bytes
+MIN_PAD = 64             # every padded copy carries at least this many random bytes
+
+
+def padded_size(sizes, bucket: int = PAD_BUCKET) -> int:
+    """The size to pad files of ``sizes`` bytes to: the largest plus :data:`MIN_PAD`, rounded up to ``bucket``."""
+    return -(-(max(sizes) + MIN_PAD) // bucket) * bucket
+
+
+def padded_copy(src, dst, size: int) -> str:
+    """Copy the MP4 ``src`` to ``dst`` and append a top-level ``free`` box of random bytes so that the copy is
+    exactly ``size`` bytes (ISO 14496-12 8.1.2: players skip ``free`` boxes).  Two copies of one file differ, and
+    files padded to one size cannot be told apart by their size (docs/DESIGN.md section 6)."""
+    src, dst = os.fspath(src), os.fspath(dst)
+    pad = size - os.path.getsize(src)
+    if pad < MIN_PAD:
+        raise ValueError(f"cannot pad {src} to {size} bytes")
+    tmp = f"{dst}.tmp{os.getpid()}"
+    shutil.copyfile(src, tmp)
+    with open(tmp, "ab") as f:
+        f.write(struct.pack(">I", pad) + b"free" + os.urandom(pad - 8))
+    os.replace(tmp, dst)
+    return dst

@@ -32,6 +32,19 @@ from torch.utils.flop_counter import FlopCounterMode
 from editor.guidance import ThreePassGuidance
 
 
+DEFAULT_CLOCK = 2        # the one default clock: the engine, the UI, the study manifests, evaluate and bench read it
+CLOCK_RANGE = (1, 8)     # clocks accepted anywhere (1 = the full UNet on every step)
+
+
+def check_clock(clock) -> int:
+    """``clock`` as an int in :data:`CLOCK_RANGE` (a whole float is accepted); ``ValueError`` otherwise."""
+    lo, hi = CLOCK_RANGE
+    if isinstance(clock, bool) or not isinstance(clock, (int, float)) or not math.isfinite(clock) \
+            or clock != int(clock) or not lo <= clock <= hi:
+        raise ValueError(f"The clock must be a whole number from {lo} to {hi}, got {clock!r}")
+    return int(clock)
+
+
 @dataclass(frozen=True)
 class ClockworkConfig:
     """Clockwork schedule (paper section 3.1).
@@ -42,13 +55,12 @@ class ClockworkConfig:
     ``adaptor``: ``"identity"`` (training-free) or ``"trained"`` (a :class:`ResNetAdaptor`, section 3.2).
     """
 
-    clock: int = 2
+    clock: int = DEFAULT_CLOCK
     split_level: int = 1
     adaptor: Literal["identity", "trained"] = "identity"
 
     def __post_init__(self):
-        if self.clock < 1:
-            raise ValueError(f"clock must be >= 1, got {self.clock}")
+        check_clock(self.clock)
         if self.split_level < 0:
             raise ValueError(f"split_level must be >= 0, got {self.split_level}")
         if self.adaptor not in ("identity", "trained"):
@@ -463,7 +475,7 @@ def step_flops(unet, adaptor=None, sample_shape: tuple[int, ...] = (1, 8, 32, 32
                split_level: int = 1, cross_attention_kwargs: dict | None = None) -> StepFlops:
     """FLOPs (``torch.utils.flop_counter``) of a full UNet step vs a Clockwork adaptor step on ``sample_shape``."""
     adaptor = adaptor or IdentityAdaptor()
-    cfg = ClockworkConfig(clock=2, split_level=split_level, adaptor=adaptor.kind)
+    cfg = ClockworkConfig(clock=DEFAULT_CLOCK, split_level=split_level, adaptor=adaptor.kind)
     cw = ClockworkUNet(unet, cfg, adaptor)
     p = next(unet.parameters())
     x = torch.randn(sample_shape, dtype=p.dtype, device=p.device)

@@ -6,6 +6,7 @@ anchor frame of cross-frame attention is prepended to each chunk, so every chunk
 """
 from __future__ import annotations
 
+import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from editor import video_io
+from editor.clockwork import DEFAULT_CLOCK, check_clock
 from editor.guidance import Conditioning, Guidance
 from editor.layout import check_frames, frames_to_images, images_to_frames
 from editor.loading import ModelFamily
@@ -23,24 +25,54 @@ from editor.sampling import initial_noise, sample
 from editor.variants import Variant, get_variant
 
 
+DEFAULT_STEPS = 20           # sampler steps when neither the caller nor the family says (a family's own: default_steps)
+STEPS_RANGE = (1, 50)        # sampler steps a request may ask for
+SEED_RANGE = (0, 2**32 - 1)  # seeds a request may carry
+
+
+def whole_number(name: str, value, lo: int, hi: int) -> int:
+    """``value`` (an int, or a whole float as widgets send) as an int in ``[lo, hi]``; ``ValueError`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value != int(value) or not lo <= value <= hi:
+        raise ValueError(f"{name} must be a whole number from {lo} to {hi}, got {value!r}")
+    return int(value)
+
+
 @dataclass(frozen=True)
 class EditRequest:
-    """One edit, as the user set it."""
+    """One edit, as the user set it (docs/DESIGN.md section 4.1). Build it with :meth:`from_settings`, the one way
+    the UI, the study's pre-rendering, the evaluator and the bench turn settings into a request."""
 
     instruction: str
     guidance: Guidance = Guidance()
-    steps: int = 20
+    steps: int = DEFAULT_STEPS
     seed: int = 0
     variant: str = "teacher"
-    clock: int = 2  # Clockwork variants: full UNet every clock-th step
+    clock: int = DEFAULT_CLOCK  # Clockwork variants: full UNet every clock-th step
     cross_frame: bool = True
     chunk: int = 16
 
     def __post_init__(self):
         if not self.instruction.strip():
             raise ValueError("the instruction is empty")
-        if self.steps < 1 or self.chunk < 1 or self.clock < 1:
-            raise ValueError("steps, clock and chunk must be at least 1")
+        if self.steps < 1 or self.chunk < 1:
+            raise ValueError("steps and chunk must be at least 1")
+        check_clock(self.clock)
+
+    @classmethod
+    def from_settings(cls, instruction: str, variant: str = "teacher", *, family=None, s_t: float | None = None,
+                      s_i: float | None = None, steps: float | None = None, seed: float = 0,
+                      clock: float = DEFAULT_CLOCK) -> EditRequest:
+        """The request for these settings, checked: steps, seed and clock whole numbers in :data:`STEPS_RANGE`,
+        :data:`SEED_RANGE` and :data:`~editor.clockwork.CLOCK_RANGE` (widgets send floats); a ``None`` guidance
+        scale or step count takes ``family``'s default (``Guidance()`` and :data:`DEFAULT_STEPS` without one).
+        Bad settings raise ``ValueError`` with a message meant for the user."""
+        g = family.default_guidance if family is not None else Guidance()
+        if steps is None:
+            steps = family.default_steps if family is not None else DEFAULT_STEPS
+        guidance = Guidance(text=g.text if s_t is None else float(s_t), image=g.image if s_i is None else float(s_i))
+        return cls(instruction.strip(), guidance, steps=whole_number("Steps", steps, *STEPS_RANGE),
+                   seed=whole_number("The seed", seed, *SEED_RANGE), variant=variant, clock=check_clock(clock))
 
 
 @dataclass

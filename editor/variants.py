@@ -7,11 +7,14 @@ available; ``available_variants(family)`` lists the rest.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from editor.clockwork import ClockworkConfig, ClockworkDenoiser, schedule_counts
+from editor.clockwork import DEFAULT_CLOCK, ClockworkConfig, ClockworkDenoiser
 from editor.guidance import ThreePassGuidance
 from editor.mmg import MMGDenoiser
+
+if TYPE_CHECKING:
+    from editor.pipeline import EditRequest
 
 Model = Literal["teacher", "mmg", "onestep"]
 STUDENT_MMG = "student_mmg"
@@ -39,28 +42,35 @@ class Variant:
     def _wrap(self):
         return ThreePassGuidance if self.model == "teacher" else MMGDenoiser
 
-    def denoiser(self, family, request):
+    def denoiser(self, family, request: EditRequest):
         """A fresh denoiser for one sampling run: no state is shared between clips, chunks or requests."""
         if self.clockwork is None:
             return self._wrap()(self.unet(family))
         cfg = ClockworkConfig(clock=request.clock, adaptor=self.clockwork)
         return ClockworkDenoiser(self.unet(family), cfg, adaptor=self.adaptor(family, request.clock), wrap=self._wrap())
 
-    def steps(self, request) -> int:
-        """Sampling steps: the request's, except for a few-step student, which runs the request's count when it is
+    def steps(self, request: EditRequest) -> int:
+        """Sampling steps of ``request`` (see :meth:`sampler_steps`)."""
+        return self.sampler_steps(request.steps)
+
+    def sampler_steps(self, steps: int) -> int:
+        """Sampling steps for a steps setting: the setting, except for a few-step student, which runs it when it is
         one of its ``step_options`` and its first option otherwise."""
-        if self.step_options is None or request.steps in self.step_options:
-            return request.steps
+        if self.step_options is None or steps in self.step_options:
+            return steps
         return self.step_options[0]
+
+    def schedule(self, steps: int, clock: int = DEFAULT_CLOCK) -> tuple[bool, ...]:
+        """Per sampler step, whether it runs the full UNet (Clockwork's adaptor otherwise: steps ``0, clock, ...``
+        are full, docs/DESIGN.md section 2.8), for a steps setting and clock; costs need no request."""
+        return tuple(self.clockwork is None or k % clock == 0 for k in range(self.sampler_steps(steps)))
 
     def passes_per_step(self) -> int:
         return 3 if self.model == "teacher" else 1
 
-    def unet_passes(self, request) -> int:
+    def unet_passes(self, request: EditRequest) -> int:
         """Full UNet passes per frame (Clockwork's adaptor steps are not UNet passes)."""
-        steps = self.steps(request)
-        full = schedule_counts(steps, request.clock)[0] if self.clockwork else steps
-        return self.passes_per_step() * full
+        return self.passes_per_step() * sum(self.schedule(request.steps, request.clock))
 
     def available(self, family) -> bool:
         if self.model in STUDENTS and STUDENTS[self.model] not in family.extras:

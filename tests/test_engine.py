@@ -150,11 +150,33 @@ def test_progress_reaches_total(tiny_family, moving_frames):
     assert calls[-1][0] == calls[-1][1] == 4
 
 
+def test_one_default_clock_and_one_request_builder(tiny_family):
+    from editor.clockwork import DEFAULT_CLOCK, ClockworkConfig
+    from editor.eval.evaluate import parse_args
+    from editor.study.studies import StudyParams
+
+    assert ClockworkConfig().clock == EditRequest("x").clock == StudyParams().clock == DEFAULT_CLOCK
+    assert parse_args(["--clips", "c"]).clock == DEFAULT_CLOCK
+    req = EditRequest.from_settings("  make it night ", "mmg", family=tiny_family, seed=3.0, clock=4.0)
+    assert (req.instruction, req.steps, req.seed, req.clock, req.variant) == ("make it night", 2, 3, 4, "mmg")
+    assert req.guidance == tiny_family.default_guidance and isinstance(req.seed, int)
+    assert EditRequest.from_settings("x", s_t=5, steps=8) == EditRequest("x", Guidance(5.0, 1.5), steps=8)
+    assert StudyParams(steps=4, s_T=5.0, seed=2).request("x", "mmg") == EditRequest.from_settings(
+        "x", "mmg", s_t=5.0, s_i=1.5, steps=4, seed=2)
+    for kw, message in [({"steps": 0}, "Steps must be"), ({"steps": 2.5}, "Steps must be"),
+                        ({"clock": 9}, "clock must be a whole number from 1 to 8"), ({"seed": -1}, "seed must be"),
+                        ({"seed": float("nan")}, "seed must be"), ({"s_t": -3}, "guidance scales")]:
+        with pytest.raises(ValueError, match=message):
+            EditRequest.from_settings("x", **kw)
+
+
 def test_bad_requests_are_rejected():
     with pytest.raises(ValueError, match="empty"):
         EditRequest("  ")
     with pytest.raises(ValueError):
         EditRequest("x", steps=0)
+    with pytest.raises(ValueError, match="clock"):
+        EditRequest("x", clock=0)
     with pytest.raises(KeyError, match="known"):
         from editor.variants import get_variant
         get_variant("nope")

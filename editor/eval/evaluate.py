@@ -45,8 +45,8 @@ import torch
 from tqdm.auto import tqdm
 
 from editor import video_io
+from editor.clockwork import DEFAULT_CLOCK
 from editor.eval import metrics
-from editor.guidance import Guidance
 from editor.layout import frames_to_images, images_to_frames
 from editor.loading import load_family, model_source
 from editor.pipeline import Editor, EditRequest
@@ -288,7 +288,7 @@ def parse_args(argv=None):
     p.add_argument("--instructions", type=Path, default=None, help="JSON {family id: text or [texts]}")
     p.add_argument("--list-edits", action="store_true", help="print the family ids and paraphrases, then exit")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--clock", type=int, default=2, help="Clockwork variants: full UNet every clock-th step")
+    p.add_argument("--clock", type=int, default=DEFAULT_CLOCK, help="Clockwork variants: full UNet every clock-th step")
     p.add_argument("--cache", type=Path, default=None,
                    help="reuse outputs saved here by earlier runs (keyed by weights, frames and settings)")
     p.add_argument("--sweep", action="store_true", help="also measure controllability along s_T and s_I sweeps")
@@ -337,10 +337,9 @@ def main(argv=None) -> dict | None:
     variants = a.variants.split(",") if a.variants else available_variants(family)
     sources = load_sources(list_clips(a.clips), a.size, a.frames, family.size_multiple)
     tasks = make_tasks(list(sources), fams, a.paraphrases, custom)
-    g = family.default_guidance
-    guidance = Guidance(text=a.text_guidance or g.text, image=a.image_guidance or g.image)
-    steps = a.steps or family.default_steps
-    base = EditRequest("(each task's instruction)", guidance, steps=steps, seed=a.seed, clock=a.clock)
+    base = EditRequest.from_settings("(each task's instruction)", family=family, s_t=a.text_guidance,
+                                     s_i=a.image_guidance, steps=a.steps, seed=a.seed, clock=a.clock)
+    guidance, steps = base.guidance, base.steps
     run = EditRunner(editor, a.cache)
     outputs, seconds = run_tasks(run, tasks, sources, variants, base)
     targets = {clip: edits.all_targets(frames, a.seed) for clip, frames in sources.items()}

@@ -37,8 +37,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from editor import video_io
+from editor.clockwork import DEFAULT_CLOCK
 from editor.guidance import Guidance
-from editor.pipeline import Editor, EditRequest
+from editor.pipeline import DEFAULT_STEPS, Editor, EditRequest
 from editor.study.store import Store, VoteIn, file_sha256
 from editor.variants import available_variants
 
@@ -121,11 +122,11 @@ def study_vote(pair: Mapping, *, rater_id: str, shown_left: str, choice: str, de
 class StudyParams:
     """Sampler settings shared by every edit of a study (both sides of a pair use the same seed)."""
 
-    steps: int = 20
-    s_T: float = 7.5
-    s_I: float = 1.5
+    steps: int = DEFAULT_STEPS
+    s_T: float = Guidance().text
+    s_I: float = Guidance().image
     seed: int = 0
-    clock: int = 2
+    clock: int = DEFAULT_CLOCK
 
     def __post_init__(self):
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in (self.steps, self.seed, self.clock)):
@@ -133,8 +134,8 @@ class StudyParams:
         self.request("check", "teacher")  # EditRequest and Guidance check the ranges
 
     def request(self, instruction: str, variant: str) -> EditRequest:
-        return EditRequest(instruction, Guidance(text=float(self.s_T), image=float(self.s_I)), steps=self.steps,
-                           seed=self.seed, variant=variant, clock=self.clock)
+        return EditRequest.from_settings(instruction, variant, s_t=self.s_T, s_i=self.s_I, steps=self.steps,
+                                         seed=self.seed, clock=self.clock)
 
 
 @dataclass(frozen=True)

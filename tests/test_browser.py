@@ -75,18 +75,36 @@ def rater_id(page) -> str:
     return re.search(r"rater-[0-9a-f]{32}", page.locator("#rate-rater").inner_text()).group(0)
 
 
-def test_edit_compare_rate_and_results_in_a_browser(tiny_family, tmp_path, clip, page_of):
+FIRST_FRAME_SHOWN = ("(() => { const v = document.querySelector('#%s video');"
+                     " return !!v && v.paused && v.readyState >= 2 && v.currentTime > 0; })()")
+
+
+def test_edit_compare_rate_and_results_in_a_browser(tiny_family, tmp_path, clip, page_of, moving_frames):
+    from editor.video_io import write_clip
+
+    other_clip = write_clip(moving_frames[::-1][:FRAMES], FPS, tmp_path / "other.mp4")
     store = Store(f"sqlite:///{tmp_path / 'ratings.db'}")
     config = AppConfig(short_side=SIDE, max_frames=FRAMES, samples=(), output_dir=str(tmp_path / "out"), n_boot=20)
     with served(Editor(tiny_family), store, config) as (url, _):
         page = page_of(url)
-        fill_source(page, "edit", clip, "make it black and white")
+        # a first visit starts on the fastest variant the family has, never the 3-pass teacher alone
+        assert "clockwork-identity" in page.locator("#edit-variant input").input_value()
+        fill_source(page, "edit", other_clip, "give the rabbit a red hat")
+        page.wait_for_function("document.querySelector('#edit-note')?.innerText.includes('may not know this edit')")
+        first_src = page.locator("#edit-video video").get_attribute("src")
+        with page.expect_file_chooser() as chooser:  # a new clip replaces the old one, no clearing first
+            page.locator("#edit-replace").click()
+        chooser.value.set_files(clip)
+        page.wait_for_function(f"document.querySelector('#edit-video video')?.src !== {json.dumps(first_src)}")
+        page.locator("#edit-instruction textarea").fill("make it black and white")
+        page.wait_for_function("document.querySelector('#edit-note')?.innerText.trim() === ''")
         page.locator("#edit-clockwork input").check()  # the selector follows the Clockwork switch
         page.wait_for_function("document.querySelector('#edit-variant input').value.includes('clockwork-identity')")
         page.locator("#edit-run").click()
         page.wait_for_selector("#edit-result video")
         page.wait_for_function("document.querySelector('#edit-info')?.innerText.includes('unet_gflops_per_frame')")
         assert '"teacher+clockwork-identity"' in page.locator("#edit-info").inner_text()
+        page.wait_for_function(FIRST_FRAME_SHOWN % "edit-result")  # the player shows its first frame, unplayed
         shoot(page, "edit")
 
         tab(page, "Compare")
@@ -95,6 +113,7 @@ def test_edit_compare_rate_and_results_in_a_browser(tiny_family, tmp_path, clip,
         page.wait_for_selector("#compare-left video")
         page.wait_for_selector("#compare-right video")
         page.wait_for_function("document.querySelector('#compare-left video')?.dataset.synced === '1'")
+        page.wait_for_function(FIRST_FRAME_SHOWN % "compare-left")
         page.locator("#compare-play").click()
         page.wait_for_function("!document.querySelector('#compare-right video').paused")
         page.evaluate("document.querySelector('#compare-left video').pause()")

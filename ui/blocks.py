@@ -20,7 +20,7 @@ from ui.rate import rate_page
 from ui.results import results_page
 from ui.serving import EditGate
 from ui.study import study_page
-from ui.widgets import App, AppConfig, example_instructions
+from ui.widgets import FIRST_FRAME_HEAD, App, AppConfig, example_instructions
 
 RATER_KEY = "movie-rater-id"  # localStorage key of the anonymous rater id
 
@@ -56,5 +56,6 @@ def queue_app(demo: gr.Blocks, max_size: int = 256) -> gr.Blocks:
 
 
 def launch_kwargs(config: AppConfig) -> dict:
-    """``launch()`` options: only the app's output folder and the study renders may be served as files."""
-    return {"allowed_paths": [config.output_dir, config.studies_dir]}
+    """``launch()`` options: only the app's output folder and the study renders may be served as files; every
+    player shows its first frame (:data:`ui.widgets.FIRST_FRAME_HEAD`)."""
+    return {"allowed_paths": [config.output_dir, config.studies_dir], "head": FIRST_FRAME_HEAD}

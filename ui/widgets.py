@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import gradio as gr
@@ -17,12 +18,13 @@ from editor.study.studies import DEFAULT_OUT as STUDIES_DIR
 from editor.variants import available_variants
 from editor.video_io import VideoLimits
 from editor.world.edits import FAMILIES
-from ui.common import CLOCK_RANGE, SEED_RANGE, STEPS_RANGE
+from ui.common import CLOCK_RANGE, DEFAULT_CLOCK, SEED_RANGE, STEPS_RANGE, KnownEdits
 from ui.costs import CostTable
 from ui.serving import EditGate
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLES_DIR = REPO_ROOT / "data" / "samples"
+BENCH_SPEED = REPO_ROOT / "data" / "results" / "bench_speed.json"  # python -m editor.eval.bench writes it
 EXAMPLE_EDITS = (("black_and_white", 0), ("sepia", 1), ("night", 2), ("snow", 1), ("cartoon", 0),
                  ("pencil_sketch", 1))  # (family, paraphrase index) shown as example instructions
 
@@ -50,6 +52,7 @@ class AppConfig:
     studies_dir: str = str(STUDIES_DIR)  # pre-rendered study videos (python -m editor.study create --out)
     max_waiting: int = 4       # edits that may wait for the engine; more are refused with a busy message
     n_boot: int = 200          # bootstrap resamples of the Bradley-Terry intervals
+    bench_speed: str = str(BENCH_SPEED)  # measured speed per variant and size, shown when the file exists
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,11 @@ class App:
     def variants(self) -> list[str]:
         return available_variants(self.editor.family)
 
+    @cached_property
+    def known_edits(self) -> KnownEdits:
+        """How near an instruction is to the edits the family knows (embedded once, on first use)."""
+        return KnownEdits(self.editor.family)
+
 
 # ----------------------------------------------------------------------------- shared widgets
 
@@ -77,8 +85,12 @@ def limits_line(config: AppConfig) -> str:
 
 
 def video_input(config: AppConfig, prefix: str) -> gr.Video:
-    """Source video upload (element id ``<prefix>-video``), its limits and the sample clips."""
-    video = gr.Video(label="Source video", sources=["upload"], include_audio=True, elem_id=f"{prefix}-video")
+    """Source video upload (element id ``<prefix>-video``), a button that replaces it with another clip without
+    clearing it first (``<prefix>-replace``), its limits and the sample clips."""
+    video = gr.Video(label="Source video", sources=["upload"], include_audio=True, autoplay=False,
+                     elem_id=f"{prefix}-video")
+    replace = gr.UploadButton("Upload another clip", file_types=["video"], size="sm", elem_id=f"{prefix}-replace")
+    replace.upload(lambda f: f, inputs=[replace], outputs=[video], api_visibility="private", queue=False)
     gr.Markdown(limits_line(config))
     if config.samples:
         gr.Examples([[s] for s in config.samples], inputs=[video], label="Sample clips")
@@ -102,13 +114,13 @@ def guidance_sliders(editor: Editor) -> tuple[gr.Slider, gr.Slider]:
                       info="how closely the result keeps to the source clip; higher keeps more"))
 
 
-def steps_slider(editor: Editor, interactive: bool = True) -> gr.Slider:
-    return gr.Slider(*STEPS_RANGE, value=editor.family.default_steps, step=1, label="Steps",
-                     interactive=interactive)
+def steps_slider(editor: Editor, interactive: bool = True, visible: bool = True, value: int | None = None) -> gr.Slider:
+    return gr.Slider(*STEPS_RANGE, value=value or editor.family.default_steps, step=1, label="Steps",
+                     interactive=interactive, visible=visible)
 
 
 def clock_slider() -> gr.Slider:
-    return gr.Slider(*CLOCK_RANGE, value=2, step=1, label="Clock",
+    return gr.Slider(*CLOCK_RANGE, value=DEFAULT_CLOCK, step=1, label="Clock",
                      info="Clockwork: the full UNet runs every clock-th step, the adaptor in between")
 
 
@@ -119,6 +131,27 @@ def seed_row() -> tuple[gr.Number, gr.Checkbox]:
         randomize = gr.Checkbox(True, label="Randomize")
     return seed, randomize
 
+
+# Every player shows its first frame before it is played: browsers paint nothing for a <video> that has loaded only
+# its metadata, so load its data and seek a hair past 0 once it is there. Installed once for the page (launch's
+# ``head``), it serves every player of every page, including those Gradio replaces after an update.
+FIRST_FRAME_HEAD = """
+<script>
+(() => {
+  const ready = (v) => {
+    if (v.dataset.firstFrame === "1") return;
+    v.dataset.firstFrame = "1";
+    v.preload = "auto";
+    const show = () => { if (v.paused && v.currentTime === 0) v.currentTime = 0.001; };
+    v.addEventListener("loadeddata", show);
+    if (v.readyState >= 2) show();
+  };
+  const scan = () => document.querySelectorAll("video").forEach(ready);
+  new MutationObserver(scan).observe(document.documentElement, {childList: true, subtree: true});
+  scan();
+})();
+</script>
+"""
 
 # Two videos that play in sync: whatever one does (play, pause, seek), the other follows; the left one also
 # corrects drift while playing. Installed after each update, since Gradio replaces the <video> elements.

@@ -17,7 +17,7 @@ from editor.study.store import VoteIn
 from editor.variants import available_variants
 from editor.video_io import read_clip, write_clip
 from tests.conftest import FPS, FRAMES, SIDE, served
-from ui import common
+from ui import common, rate
 from ui.blocks import AppConfig, build_app, example_instructions
 from ui.common import UserError, pick_seed
 from ui.edit import run_edit
@@ -155,7 +155,8 @@ def test_main_builds_and_launches(monkeypatch, tiny_family_dir, tmp_path):
     app.main(["--model", str(tiny_family_dir), "--port", "7999", "--max-frames", "4", "--db", str(tmp_path / "r.db")])
     assert seen["server_port"] == 7999 and seen["server_name"] == "127.0.0.1" and not seen["share"]
     assert seen["demo"].get_config_file()["title"] and (tmp_path / "r.db").exists()
-    assert len(seen["allowed_paths"]) == 2
+    assert len(seen["allowed_paths"]) == 1 and seen["max_file_size"] == 200 * 2**20  # study videos: copies only
+    assert (tmp_path / "server_secret").stat().st_mode & 0o777 == 0o600  # made once, next to the database
 
 
 def test_database_url(monkeypatch, tmp_path):
@@ -193,22 +194,23 @@ def test_edit_compare_vote_and_export_through_the_api(editor, store, config, cli
         assert rows["UNet passes per frame"][:2] == [12, 6]
         assert len(plot["data"]) == 8 and quality["data"][0][0] == "PSNR full vs clockwork (dB)"
 
-        pair = {"clip_hash": "d" * 64, "instruction": "make it sepia", "variant_a": "teacher",
-                "variant_b": "teacher+clockwork-identity", "params_a": {"steps": 4}, "params_b": {"steps": 4},
-                "seed_a": 7, "seed_b": 7, "shown_left": "B"}
-        voted = client.predict("rater-api-00001", pair, "A", 1500, api_name="/vote")
-        assert voted["choice"] == "B" and "(left) was `teacher+clockwork-identity`" in voted["reveal"]
+        rater = client.predict("", api_name="/rater")
+        _, _, pair_token, *_ = client.predict(rater, handle_file(clip), "make it sepia", "teacher",
+                                              "teacher+clockwork-identity", 7.5, 1.5, 1, 7, False, api_name="/pair")
+        shown_left = store.shown_pair(pair_token)["shown_left"]
+        voted = client.predict(rater, pair_token, "A", 1500, api_name="/vote")
+        assert voted["choice"] == shown_left and "(left) was `" in voted["reveal"]
         with pytest.raises(AppError, match="already voted"):
-            client.predict("rater-api-00001", pair, "tie", 100, api_name="/vote")
+            client.predict(rater, pair_token, "tie", 100, api_name="/vote")
         row = store.votes()[0]
-        assert (row["rater_id"], row["choice"], row["shown_left"], row["decide_ms"]) == ("rater-api-00001", "B",
-                                                                                         "B", 1500)
+        assert (row["rater_id"], row["choice"], row["shown_left"], row["decide_ms"]) == (
+            rater.split(".")[0], shown_left, shown_left, 1500)
         with pytest.raises(AppError, match="admin token"):
             client.predict("wrong", "", api_name="/export")
         exported = client.predict("s3cret", "", api_name="/export")
         with open(exported, newline="") as f:
             lines = list(csv.DictReader(f))
-        assert len(lines) == 1 and lines[0]["id"] == voted["vote_id"] and lines[0]["choice"] == "B"
+        assert len(lines) == 1 and lines[0]["id"] == voted["vote_id"] and lines[0]["choice"] == shown_left
 
 
 class BlockingEditor:
@@ -234,10 +236,11 @@ def test_votes_never_wait_behind_an_edit_and_a_full_queue_says_busy(editor, stor
     with served(blocking, store, config) as (url, client):
         running = client.submit(*args, api_name="/edit")
         assert blocking.started.wait(30)
-        pair = {"clip_hash": "e" * 64, "instruction": "x", "variant_a": "teacher", "variant_b": "mmg",
-                "shown_left": "A"}
+        rater = client.predict("", api_name="/rater")
+        pair = rate.record_pair(store, rate.rater_tokens(store).verify(rater), "e" * 64, "x", {"variant": "teacher"},
+                                {"variant": "mmg"}, np.random.default_rng(0))
         try:
-            assert client.predict("rater-during-edit", pair, "A", 10, api_name="/vote")["choice"] == "A"
+            assert client.predict(rater, pair["token"], "tie", 10, api_name="/vote")["choice"] == "tie"
             assert client.predict("", api_name="/results")[0].startswith("**1 vote**")
             with pytest.raises(AppError, match="busy"):
                 client.predict(*args, api_name="/edit")

@@ -16,26 +16,27 @@ from editor.study.store import Store
 from ui.compare import compare_page
 from ui.costs import CostTable
 from ui.edit import edit_page
-from ui.rate import rate_page
+from ui.rate import rate_page, rater_widgets
 from ui.results import results_page
 from ui.serving import EditGate
 from ui.study import study_page
 from ui.widgets import FIRST_FRAME_HEAD, App, AppConfig, example_instructions
 
-RATER_KEY = "movie-rater-id"  # localStorage key of the anonymous rater id
+RATER_KEY = "movie-rater-token"  # localStorage key of the rater token the server signed
 
 __all__ = ["AppConfig", "build_app", "queue_app", "launch_kwargs", "example_instructions"]
 
 
-def build_app(editor: Editor, store: Store, config: AppConfig | None = None) -> gr.Blocks:
-    """The whole app for ``editor`` and ``store``; serve it with ``queue_app(demo).launch(**launch_kwargs(...))``."""
+def build_app(editor: Editor, store: Store, config: AppConfig | None = None, secret: bytes | None = None) -> gr.Blocks:
+    """The whole app for ``editor`` and ``store``; serve it with ``queue_app(demo).launch(**launch_kwargs(...))``.
+    ``secret`` signs rater tokens (default: ``$MOVIE_SECRET``, else a file the app creates next to the database)."""
     config = config or AppConfig()
     side = config.short_side // editor.family.downsample
     app = App(editor, store, config, EditGate(config.max_waiting), CostTable(editor.family, (side, side)))
     with gr.Blocks(title=config.title, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(f"# {config.title}\nEdit a short clip with an instruction, compare full sampling with "
                     "Clockwork, rate blinded pairs, run a preference study and see the leaderboard.")
-        rater = gr.BrowserState(None, storage_key=RATER_KEY)
+        rater = rater_widgets(store, RATER_KEY, secret)
         with gr.Tab("Edit", id="edit"):
             edit_page(app)
         with gr.Tab("Compare", id="compare"):
@@ -56,6 +57,8 @@ def queue_app(demo: gr.Blocks, max_size: int = 256) -> gr.Blocks:
 
 
 def launch_kwargs(config: AppConfig) -> dict:
-    """``launch()`` options: only the app's output folder and the study renders may be served as files; every
-    player shows its first frame (:data:`ui.widgets.FIRST_FRAME_HEAD`)."""
-    return {"allowed_paths": [config.output_dir, config.studies_dir], "head": FIRST_FRAME_HEAD}
+    """``launch()`` options: only the app's output folder may be served as files (study videos are served as
+    anonymous copies there, never from the study folder); uploads over the size limit are refused by Gradio as
+    they arrive, before they are stored; every player shows its first frame (:data:`ui.widgets.FIRST_FRAME_HEAD`)."""
+    return {"allowed_paths": [config.output_dir], "max_file_size": config.limits.max_bytes,
+            "head": FIRST_FRAME_HEAD}

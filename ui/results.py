@@ -2,7 +2,9 @@
 
 Per pair of variants: win rate with its Wilson 95 % interval; per variant: Bradley-Terry log-strength with a
 bootstrap 95 % interval and its Elo-like value (ties and "both bad" count half, as in FastChat's arena); the same
-pairwise table per instruction; CSV export of the raw votes for admins.
+pairwise table per instruction; CSV export of the raw votes for admins.  Votes on gold pairs check the raters and
+are never ranked (their broken side is no variant); an interval is shown only from :data:`MIN_VOTES` votes on,
+before that the table says "too few votes".
 """
 from __future__ import annotations
 
@@ -16,12 +18,14 @@ import pandas as pd
 
 from editor.study.stats import bootstrap_bt, elo, pairwise_table, per_instruction
 from editor.study.store import Store
-from editor.study.studies import admin_ok
+from editor.study.studies import BROKEN_VARIANT, admin_ok
 from ui.common import UserError
 from ui.serving import RESULTS_EVENT, UI_EVENT, gradio_handler
 from ui.widgets import App
 
 ALL = ""  # the study filter's value for "all votes"
+MIN_VOTES = 5  # votes a pair (or a variant) needs before its interval is shown
+TOO_FEW = "too few votes"
 PAIR_COLUMNS = ["variant A", "variant B", "votes", "A wins", "B wins", "ties", "both bad", "A win rate",
                 "CI low", "CI high"]
 BT_COLUMNS = ["variant", "BT score", "CI low", "CI high", "Elo"]
@@ -37,11 +41,21 @@ def study_filter_choices(store: Store) -> list[tuple[str, str]]:
     return [("All votes", ALL)] + [(f"{s['name']} ({s['id'][:8]})", s["id"]) for s in store.studies()]
 
 
+def ranked(votes: list[dict]) -> list[dict]:
+    """The votes that rank variants: all but those on gold pairs (one side is the broken pseudo-variant)."""
+    return [v for v in votes if BROKEN_VARIANT not in (v["variant_a"], v["variant_b"])]
+
+
+def _interval(n: int, low: float, high: float) -> tuple:
+    """``(low, high)`` rounded, or :data:`TOO_FEW` twice under :data:`MIN_VOTES` votes."""
+    return (round(low, 4), round(high, 4)) if n >= MIN_VOTES else (TOO_FEW, TOO_FEW)
+
+
 def _pair_rows(table: list[dict]) -> list[dict]:
     """:func:`pairwise_table` rows under the page's column names, rates rounded to 4 places."""
     return [dict(zip(PAIR_COLUMNS, (r["variant_a"], r["variant_b"], r["n"], r["wins_a"], r["wins_b"], r["ties"],
-                                     r["both_bad"], round(r["win_rate_a"], 4), round(r["ci_low"], 4),
-                                     round(r["ci_high"], 4))))
+                                     r["both_bad"], round(r["win_rate_a"], 4),
+                                     *_interval(r["n"], r["ci_low"], r["ci_high"]))))
             for r in table]
 
 
@@ -54,7 +68,8 @@ def bt_frame(votes: list[dict], n_boot: int = 200) -> pd.DataFrame:
     """Bradley-Terry scores with bootstrap 95 % intervals, best first."""
     scores = bootstrap_bt(votes, n_boot=n_boot)
     elos = elo({k: s for k, (s, _, _) in scores.items()})
-    rows = [dict(zip(BT_COLUMNS, (k, round(s, 4), round(lo, 4), round(hi, 4), round(elos[k], 1))))
+    counts = {k: sum(k in (v["variant_a"], v["variant_b"]) for v in votes) for k in scores}
+    rows = [dict(zip(BT_COLUMNS, (k, round(s, 4), *_interval(counts[k], lo, hi), round(elos[k], 1))))
             for k, (s, lo, hi) in scores.items()]
     return pd.DataFrame(sorted(rows, key=lambda r: -r["BT score"]), columns=BT_COLUMNS)
 
@@ -74,17 +89,24 @@ def win_plot_frame(pairs: pd.DataFrame) -> pd.DataFrame:
 def results(store: Store, study_id: str | None = ALL, n_boot: int = 200) -> tuple:
     """Everything the Results page shows for ``study_id`` (all votes when empty):
     ``(summary markdown, pairs, Bradley-Terry, per instruction, win-rate plot, Bradley-Terry plot)``."""
+    if study_id and store.study(study_id) is None:
+        raise UserError("No study with that id.")
     votes = store.votes(study_id or None)
-    pairs, bt = pair_frame(votes), bt_frame(votes, n_boot)
+    rank = ranked(votes)
+    pairs, bt = pair_frame(rank), bt_frame(rank, n_boot)
     raters = len({v["rater_id"] for v in votes})
     summary = f"**{plural(len(votes), 'vote')}** from **{plural(raters, 'rater')}**" + (f" in study `{study_id}`" if study_id else "")
-    return summary, pairs, bt, instruction_frame(votes), win_plot_frame(pairs), bt[["variant", "BT score"]]
+    if len(rank) < len(votes):
+        summary += f" ({plural(len(votes) - len(rank), 'vote')} on gold check pairs, not ranked)"
+    return summary, pairs, bt, instruction_frame(rank), win_plot_frame(pairs), bt[["variant", "BT score"]]
 
 
 def export_csv(store: Store, token: str | None, study_id: str | None = ALL, folder: str | None = None) -> str:
     """Write the votes (of ``study_id``, or all) as CSV for an admin; returns the file's path."""
     if not admin_ok(token):
         raise UserError("Export needs the admin token (the server's MOVIE_ADMIN_TOKEN).")
+    if study_id and store.study(study_id) is None:
+        raise UserError("No study with that id.")
     out = Path(folder or tempfile.mkdtemp(prefix="movie-export-"))
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"votes-{study_id[:8] if study_id else 'all'}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}.csv"

@@ -5,11 +5,19 @@ Edits (edit, preview, compare, rendering an A/B pair) share one :class:`EditGate
 without end. Votes and results never pass through the gate (their events have their own concurrency ids), so they
 never wait behind an edit. The pages wire their events with the options here (:func:`engine_event`,
 :data:`VOTE_EVENT`, :data:`RESULTS_EVENT`, :data:`UI_EVENT`).
+
+Every handler runs behind :func:`gradio_handler`, which bounds the fields of every request before any work starts
+(:func:`check_fields`: text length, finite numbers of sane magnitude, JSON size) and turns a refusal into a one-line
+message for the user and one line in the log; a traceback is logged only for a real bug ("internal error").
 """
 from __future__ import annotations
 
 import functools
+import inspect
+import json
 import logging
+import math
+import numbers
 import threading
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -29,6 +37,9 @@ EDIT_CONCURRENCY = "edit"      # Gradio concurrency id of every event that runs 
 VOTE_CONCURRENCY = "vote"      # votes: their own workers, never behind an edit
 RESULTS_CONCURRENCY = "results"
 VOTE_LIMIT = 16  # votes handled at once (short database writes)
+MAX_FIELD_CHARS = 2000        # any text field (an instruction, a token, a path, a study id)
+MAX_FIELD_NUMBER = 2**53      # any number field: beyond this no setting makes sense, and floats lose integers
+MAX_FIELD_JSON = 64 * 2**10   # any structured field, as JSON
 
 
 class EditGate:
@@ -69,21 +80,58 @@ class EditGate:
             self._worker.release()
 
 
+def check_fields(args, kwargs, names: list[str] | None = None) -> None:
+    """Refuse, with a :class:`UserError` naming the problem, a request field that no handler could want: text over
+    :data:`MAX_FIELD_CHARS` characters, a number that is NaN, infinite or beyond :data:`MAX_FIELD_NUMBER` in size,
+    a structured value over :data:`MAX_FIELD_JSON` bytes as JSON.  Each handler still checks its own ranges."""
+    names = list(names or [])
+    labels = [names[k] if k < len(names) else f"field {k + 1}" for k in range(len(args))] + list(kwargs)
+    for k, value in zip(labels, [*args, *kwargs.values()]):
+        if isinstance(value, str):
+            if len(value) > MAX_FIELD_CHARS:
+                raise UserError(f"{k} is {len(value)} characters long; the limit is {MAX_FIELD_CHARS}.")
+        elif isinstance(value, bool) or value is None:
+            continue
+        elif isinstance(value, numbers.Real):
+            if isinstance(value, float) and not math.isfinite(value):
+                raise UserError(f"{k} is not a finite number ({value}).")
+            if abs(value) > MAX_FIELD_NUMBER:
+                raise UserError(f"{k} is out of range ({value:.3g}).")
+        elif isinstance(value, (dict, list, tuple)):
+            try:
+                size = len(json.dumps(value, allow_nan=False, default=str))
+            except (TypeError, ValueError):
+                raise UserError(f"{k} holds values that are not plain numbers or text.") from None
+            if size > MAX_FIELD_JSON:
+                raise UserError(f"{k} is {size} bytes as JSON; the limit is {MAX_FIELD_JSON}.")
+
+
 def gradio_handler(fn: Callable, what: str = "request") -> Callable:
-    """``fn`` for a Gradio event: :class:`UserError` becomes ``gr.Error`` with its message; anything else is
-    logged and shown as an internal error (the user never sees a traceback)."""
+    """``fn`` for a Gradio event: the request's fields are bounded first (:func:`check_fields`); a
+    :class:`UserError` becomes ``gr.Error`` with its message and one log line; anything else is logged with its
+    traceback and shown as an internal error (the user never sees a traceback)."""
+
+    try:
+        names = [p for p in inspect.signature(fn).parameters]
+    except (TypeError, ValueError):
+        names = []
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
+            check_fields(args, kwargs, names)
             return fn(*args, **kwargs)
         except UserError as e:
-            raise gr.Error(str(e)) from e
-        except gr.Error:
+            log.info("%s refused: %s", what, str(e).splitlines()[0] if str(e) else type(e).__name__)
+            raise gr.Error(str(e), print_exception=False) from None
+        except gr.Error as e:
+            log.info("%s refused: %s", what, e.message)
+            e.print_exception = False
             raise
         except Exception as e:
             log.exception("%s failed", what)
-            raise gr.Error(f"The {what} failed with an internal error; the server log has the details.") from e
+            raise gr.Error(f"The {what} failed with an internal error; the server log has the details.",
+                           print_exception=False) from e
 
     return wrapper
 

@@ -13,7 +13,7 @@ import argparse
 import os
 
 from editor.loading import EMBEDDED, load_family
-from editor.pipeline import Editor
+from editor.pipeline import FAST, Editor
 from editor.study.store import Store, default_url
 from editor.study.studies import DEFAULT_OUT as STUDIES_DIR
 from editor.video_io import VideoLimits
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     """Build the app from the arguments and serve it until interrupted."""
     args = parse_args(argv)
     try:
-        editor = Editor(load_family(args.model, autoencoder=args.autoencoder))
+        editor = Editor(load_family(args.model, autoencoder=args.autoencoder), FAST)
     except (OSError, ValueError) as e:  # missing folder, not a model, hub unreachable
         raise SystemExit(f"could not load the model {args.model!r}: {e}") from e
     config = AppConfig(limits=VideoLimits(), max_frames=args.max_frames, short_side=args.short_side,

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 import torch
@@ -120,25 +120,67 @@ class EditResult:
 Progress = Callable[[int, int], None]  # (units done, units total)
 
 
-class Editor:
-    """Edits clips with one model family; stateless between calls (each call builds its own denoiser state)."""
+Precision = Literal["fp32", "bf16"]
 
-    def __init__(self, family: ModelFamily):
+
+@dataclass(frozen=True)
+class Speed:
+    """How the engine runs the whole path on a CPU (docs/DESIGN.md section 8); results, not the models, change.
+
+    ``unet`` / ``autoencoder``: ``"bf16"`` runs that part under CPU autocast (convolutions and matmuls in bfloat16 on
+    oneDNN/AMX, the sampler's arithmetic in fp32); the bench reports the output's PSNR to the fp32 path, which must
+    stay >= 35 dB. ``channels_last``: the autoencoder's input in NHWC, oneDNN's native convolution layout (the
+    UNet is left NCHW: its GroupNorms and attention reshapes lose more than its convolutions gain, see the bench's
+    ablation). ``ae_batch``: frames per autoencoder call (its full-resolution activations of a 16-frame batch do not
+    fit in cache). Each field is measured by ``python -m editor.eval.bench --ablation``; :data:`EXACT` is the fp32
+    reference the evaluator and the tests use, :data:`FAST` what the app, the live page and the bench run."""
+
+    unet: Precision = "fp32"
+    autoencoder: Precision = "fp32"
+    channels_last: bool = False
+    ae_batch: int = 16
+
+    def __post_init__(self):
+        if self.unet not in ("fp32", "bf16") or self.autoencoder not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be fp32 or bf16, got {self.unet!r} / {self.autoencoder!r}")
+        if self.ae_batch < 1:
+            raise ValueError("ae_batch must be at least 1")
+
+
+EXACT = Speed()
+FAST = Speed(unet="bf16", autoencoder="bf16", channels_last=True, ae_batch=4)
+
+
+def autocast(precision: Precision):
+    """CPU autocast to bfloat16 for ``"bf16"``, nothing for ``"fp32"``."""
+    return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+
+
+class Editor:
+    """Edits clips with one model family; stateless between calls (each call builds its own denoiser state).
+    ``speed`` (:class:`Speed`) says how the path runs: :data:`EXACT` (fp32) by default."""
+
+    def __init__(self, family: ModelFamily, speed: Speed = EXACT):
         self.family = family
+        self.speed = speed
 
     def edit_frames(self, frames: np.ndarray, request: EditRequest, progress: Progress | None = None,
-                    timings: Timings | None = None) -> EditResult:
-        """Edit ``uint8 T H W 3`` frames; returns the edited frames with timings."""
+                    timings: Timings | None = None,
+                    instruction_states: tuple[torch.Tensor, torch.Tensor] | None = None) -> EditResult:
+        """Edit ``uint8 T H W 3`` frames; returns the edited frames with timings. ``instruction_states``: the
+        instruction's and the empty instruction's states from :meth:`encode_instruction`, when the caller keeps
+        them (a live stream encodes its instruction once, not per frame)."""
         check_frames(frames)
         variant = get_variant(request.variant)
         timings = timings or Timings()
         with timings.stage("encode"):
-            source = self.family.encode(frames_to_images(frames))
-            text, empty = self._instruction(request.instruction, len(frames))
+            source = self.encode(frames)
+            text, empty = instruction_states or self.encode_instruction(request.instruction)
+            text, empty = text.expand(len(frames), -1, -1), empty.expand(len(frames), -1, -1)
         with timings.stage("unet"):
             latents = self._sample_chunks(variant, source, text, empty, request, progress)
         with timings.stage("decode"):
-            out = images_to_frames(self._decode(latents))
+            out = self.decode(latents)
         return EditResult(out, request, timings, variant.unet_passes(request))
 
     def edit_video(self, path: str | Path, out_path: str | Path, request: EditRequest,
@@ -154,12 +196,35 @@ class Editor:
             video_io.write_clip(result.frames, clip.fps, out_path, audio_from=str(path) if clip.has_audio else None)
         return replace(result, fps=clip.fps, output_path=str(out_path), notes=clip.notes)
 
-    def _instruction(self, instruction: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_instruction(self, instruction: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(instruction states, empty-instruction states)``, each ``1 L D`` (the family's encoder memoises them)."""
         states = self.family.text_encoder([instruction, ""])
-        return states[0:1].expand(n, -1, -1), states[1:2].expand(n, -1, -1)
+        return states[0:1], states[1:2]
 
-    def _decode(self, latents: torch.Tensor, batch: int = 16) -> torch.Tensor:
-        return torch.cat([self.family.decode(latents[i:i + batch]) for i in range(0, len(latents), batch)])
+    @torch.no_grad()
+    def encode(self, frames: np.ndarray) -> torch.Tensor:
+        """``uint8 T H W 3`` frames -> noisy-space latents ``T C h w`` (fp32, contiguous), ``speed.ae_batch`` frames
+        a call."""
+        b, out = self.speed.ae_batch, []
+        for i in range(0, len(frames), b):
+            images = frames_to_images(frames[i:i + b])
+            if self.speed.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with autocast(self.speed.autoencoder):
+                out.append(self.family.encode(images).float().contiguous())
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        """Noisy-space latents ``T C h w`` -> ``uint8 T H W 3`` frames, ``speed.ae_batch`` latents a call."""
+        b, out = self.speed.ae_batch, []
+        for i in range(0, len(latents), b):
+            x = latents[i:i + b]
+            if self.speed.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(self.speed.autoencoder):
+                out.append(images_to_frames(self.family.decode(x).float().contiguous()))
+        return np.concatenate(out)
 
     def _sample_chunks(self, variant: Variant, source, text, empty, request: EditRequest,
                        progress: Progress | None) -> torch.Tensor:
@@ -169,6 +234,7 @@ class Editor:
         steps = variant.steps(request)
         noise = initial_noise(tuple(source.shape[1:]), request.seed, 1)
         out = torch.empty_like(source)
+        dtype = torch.bfloat16 if self.speed.unet == "bf16" else None
         for k, idx in enumerate(chunks):
             idx_run = idx if (anchor in idx or len(chunks) == 1) else [anchor] + idx
             cond = Conditioning(source=self.family.condition(source[idx_run]), text=text[idx_run],
@@ -176,7 +242,8 @@ class Editor:
                                 anchor=idx_run.index(anchor) if request.cross_frame else None)
             model = variant.denoiser(self.family, request)
             cb = _chunk_callback(progress, k, len(chunks), steps)
-            x = sample(model, noise.expand(len(idx_run), *noise.shape[1:]), cond, self.family.scheduler, steps, cb)
+            x = sample(model, noise.expand(len(idx_run), *noise.shape[1:]), cond, self.family.scheduler, steps, cb,
+                       autocast=dtype)
             out[idx] = x[len(idx_run) - len(idx):]
         return out
 

@@ -6,6 +6,7 @@ call, so no step counter leaks between clips or requests.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
@@ -42,15 +43,19 @@ def initial_noise(shape: tuple[int, ...], seed: int, frames: int) -> torch.Tenso
 
 @torch.no_grad()
 def sample(model: Denoiser, x: torch.Tensor, cond, scheduler: SchedulerMixin, steps: int,
-           callback: Callable[[StepInfo], None] | None = None) -> torch.Tensor:
-    """Denoise ``x`` (noise) in ``steps`` steps of ``scheduler``; returns the final latents."""
+           callback: Callable[[StepInfo], None] | None = None, autocast: torch.dtype | None = None) -> torch.Tensor:
+    """Denoise ``x`` (noise) in ``steps`` steps of ``scheduler``; returns the final latents. ``autocast``
+    (``torch.bfloat16``): the model runs under CPU autocast to that dtype, its output is taken back to ``x``'s
+    dtype, so the scheduler's update stays in full precision (docs/DESIGN.md section 8)."""
     if steps < 1:
         raise ValueError("steps must be at least 1")
     scheduler = type(scheduler).from_config(scheduler.config)
     scheduler.set_timesteps(steps)
     x = x * scheduler.init_noise_sigma
     for i, t in enumerate(scheduler.timesteps):
-        out = model(scheduler.scale_model_input(x, t), t.expand(x.shape[0]), cond)
+        with torch.autocast(x.device.type, dtype=autocast) if autocast is not None else nullcontext():
+            out = model(scheduler.scale_model_input(x, t), t.expand(x.shape[0]), cond)
+        out = out.to(x.dtype)
         x = scheduler.step(out, t, x).prev_sample
         if callback is not None:
             callback(StepInfo(i, steps, int(t)))

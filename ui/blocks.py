@@ -16,6 +16,7 @@ from editor.study.store import Store
 from ui.compare import compare_page
 from ui.costs import CostTable
 from ui.edit import edit_page
+from ui.live import live_page
 from ui.rate import rate_page, rater_widgets
 from ui.results import results_page
 from ui.serving import EditGate
@@ -39,6 +40,8 @@ def build_app(editor: Editor, store: Store, config: AppConfig | None = None, sec
         rater = rater_widgets(store, RATER_KEY, secret)
         with gr.Tab("Edit", id="edit"):
             edit_page(app)
+        with gr.Tab("Live", id="live"):
+            live_page(app)
         with gr.Tab("Compare", id="compare"):
             compare_page(app)
         with gr.Tab("Rate", id="rate"):

@@ -35,6 +35,7 @@ def synthetic_study(db_url: str, pairs: int, run: str, folder: str | Path | None
     from editor.video_io import write_clip
 
     folder = Path(folder or tempfile.mkdtemp(prefix="movie-load-test-"))
+    folder.mkdir(parents=True, exist_ok=True)
     t, y, x = np.mgrid[0:4, 0:32, 0:32]
     frames = np.stack([(x * 8 + t * 16) % 256, (y * 8) % 256, np.full_like(x, 128)], -1).astype(np.uint8)
     sides = [write_clip(frames, 8, folder / f"{side}.mp4") for side in "ab"]

@@ -41,7 +41,7 @@ def check_clock(clock) -> int:
     lo, hi = CLOCK_RANGE
     if isinstance(clock, bool) or not isinstance(clock, (int, float)) or not math.isfinite(clock) \
             or clock != int(clock) or not lo <= clock <= hi:
-        raise ValueError(f"The clock must be a whole number from {lo} to {hi}, got {clock!r}")
+        raise ValueError(f"the clock must be a whole number from {lo} to {hi}, got {clock!r}")
     return int(clock)
 
 

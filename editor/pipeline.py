@@ -71,8 +71,8 @@ class EditRequest:
         if steps is None:
             steps = family.default_steps if family is not None else DEFAULT_STEPS
         guidance = Guidance(text=g.text if s_t is None else float(s_t), image=g.image if s_i is None else float(s_i))
-        return cls(instruction.strip(), guidance, steps=whole_number("Steps", steps, *STEPS_RANGE),
-                   seed=whole_number("The seed", seed, *SEED_RANGE), variant=variant, clock=check_clock(clock))
+        return cls(instruction.strip(), guidance, steps=whole_number("steps", steps, *STEPS_RANGE),
+                   seed=whole_number("the seed", seed, *SEED_RANGE), variant=variant, clock=check_clock(clock))
 
 
 @dataclass

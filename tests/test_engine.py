@@ -163,7 +163,7 @@ def test_one_default_clock_and_one_request_builder(tiny_family):
     assert EditRequest.from_settings("x", s_t=5, steps=8) == EditRequest("x", Guidance(5.0, 1.5), steps=8)
     assert StudyParams(steps=4, s_T=5.0, seed=2).request("x", "mmg") == EditRequest.from_settings(
         "x", "mmg", s_t=5.0, s_i=1.5, steps=4, seed=2)
-    for kw, message in [({"steps": 0}, "Steps must be"), ({"steps": 2.5}, "Steps must be"),
+    for kw, message in [({"steps": 0}, "steps must be"), ({"steps": 2.5}, "steps must be"),
                         ({"clock": 9}, "clock must be a whole number from 1 to 8"), ({"seed": -1}, "seed must be"),
                         ({"seed": float("nan")}, "seed must be"), ({"s_t": -3}, "guidance scales")]:
         with pytest.raises(ValueError, match=message):

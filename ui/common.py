@@ -50,9 +50,9 @@ def pick_seed(seed: float | int | None, randomize: bool, rng: np.random.Generato
     if seed is None or (isinstance(seed, float) and not math.isfinite(seed)):
         raise UserError("Enter a seed, or tick 'Randomize'.")
     try:
-        return whole_number("The seed", seed, *SEED_RANGE)
+        return whole_number("the seed", seed, *SEED_RANGE)
     except ValueError as e:
-        raise UserError(f"{e}.") from e
+        raise settings_error(e) from e
 
 
 def default_variant(variants: list[str]) -> str | None:
@@ -91,7 +91,14 @@ def make_request(instruction: str | None, variant: str, s_t: float, s_i: float, 
     try:
         return EditRequest.from_settings(instruction, variant, s_t=s_t, s_i=s_i, steps=steps, seed=seed, clock=clock)
     except (TypeError, ValueError) as e:
-        raise UserError(f"Invalid settings: {e}.") from e
+        raise settings_error(e) from e
+
+
+def settings_error(e: Exception) -> UserError:
+    """The user's message for a setting the engine refused: a range check's own sentence ("steps must be a whole
+    number from 1 to 50, got 0"), anything else as invalid settings."""
+    text = str(e)
+    return UserError(f"{text[:1].upper()}{text[1:]}." if " must be " in text else f"Invalid settings: {text}.")
 
 
 def short_sides(config) -> tuple[int, ...]:

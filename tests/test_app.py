@@ -127,7 +127,7 @@ def test_build_app_lays_out_the_pages(editor, store, config, clip):
     assert sliders["Text guidance s_T"].value == editor.family.default_guidance.text
     assert len(example_instructions()) == 6
     tabs = [b.label for b in demo.blocks.values() if isinstance(b, gr.Tab)]
-    assert tabs == ["Edit", "Compare", "Rate", "Study", "Results"]
+    assert tabs == ["Edit", "Live", "Compare", "Rate", "Study", "Results"]
     apis = {fn.api_name: fn for fn in demo.fns.values() if fn.api_name}
     assert {"edit", "preview", "compare", "pair", "vote", "results", "export", "studies"} <= set(apis)
     engine = {apis[n].concurrency_id for n in ("edit", "preview", "compare", "pair")}

@@ -153,7 +153,7 @@ def live_page(app: App) -> None:
         with gr.Column():
             variant = gr.Dropdown(names, value=first, label="Variant", elem_id="live-variant",
                                   info=VARIANTS[first].description if first else None)
-            steps = gr.Slider(1, 8, value=1, step=1, label="Steps", elem_id="live-steps",
+            steps = gr.Slider(1, 8, value=1, step=1, label="Steps per frame", elem_id="live-steps",
                               info="1 step: the one-step path; more steps are slower")
             s_t, s_i = guidance_sliders(app.editor)
     session = gr.State(None)

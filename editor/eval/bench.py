@@ -131,12 +131,13 @@ def wall_ratios(rows: dict[str, dict], fastest: str | None = None) -> dict:
     for name, r in rows.items():
         o = {}
         if "teacher" in rows and name != "teacher":
-            o["per_step_speedup_vs_teacher"] = ((rows["teacher"]["stage_ms_per_frame"]["unet"] / rows["teacher"]["steps"])
-                                                / (r["stage_ms_per_frame"]["unet"] / r["steps"]))
-        if fastest in rows and name != fastest:
+            o["per_step_speedup_vs_teacher"] = ((rows["teacher"]["stage_ms_per_frame"]["unet"]
+                                                 / rows["teacher"].get("steps", 1))
+                                                / (r["stage_ms_per_frame"]["unet"] / r.get("steps", 1)))
+        if fastest in rows and name != fastest and "ms_per_frame" in r:
             o["ms_per_frame_over_fastest"] = r["ms_per_frame"] / rows[fastest]["ms_per_frame"]
         full = rows.get(full_step_variant(name) or "")
-        if full is not None and full["steps"] == r["steps"]:
+        if full is not None and full.get("steps") == r.get("steps"):
             o["unet_wall_saving_vs_full"] = 1 - r["stage_ms_per_frame"]["unet"] / full["stage_ms_per_frame"]["unet"]
         if o:
             out[name] = o
@@ -146,7 +147,8 @@ def wall_ratios(rows: dict[str, dict], fastest: str | None = None) -> dict:
 def ratios(rounds: list[dict], rows: dict) -> tuple[dict, dict]:
     """The median over rounds of each within-round time ratio, with the FLOPs savings (from ``rows``); and each time
     ratio's range ``[min, max]`` over rounds."""
-    fastest = min(rows, key=lambda v: rows[v]["ms_per_frame"])
+    timed = [v for v in rows if "ms_per_frame" in rows[v]]
+    fastest = min(timed, key=lambda v: rows[v]["ms_per_frame"]) if timed else None
     per_round = [wall_ratios(r, fastest) for r in rounds]
     med, spread = {}, {}
     for name in per_round[0]:
@@ -156,7 +158,7 @@ def ratios(rounds: list[dict], rows: dict) -> tuple[dict, dict]:
             spread.setdefault(name, {})[key] = [float(min(vals)), float(max(vals))]
     for name, r in rows.items():
         full = rows.get(full_step_variant(name) or "")
-        if full is not None and full["steps"] == r["steps"]:
+        if full is not None and full.get("steps") == r.get("steps"):
             saving = 1 - r["gflops_per_frame"]["unet"] / full["gflops_per_frame"]["unet"]
             med.setdefault(name, {})["unet_flops_saving_vs_full"] = saving
     return med, spread
@@ -256,6 +258,7 @@ def bench_size(editor: Editor, requests: dict[str, EditRequest], size: int, n_fr
     return {"variants": rows, "ratios": med, "ratio_range": spread, "frames": frames}
 
 
+@torch.no_grad()
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", type=Path, default=None)
@@ -280,7 +283,6 @@ def main(argv=None) -> dict:
         p.error("--repeats must be at least 1")
     if a.threads:
         torch.set_num_threads(a.threads)
-    torch.set_grad_enabled(False)
     family = load_family(a.model)
     speed = FAST if a.speed == "fast" else EXACT
     editor = Editor(family, speed)

@@ -4,6 +4,8 @@ The thresholds sit a little below the figures in the model card, so a regression
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -20,6 +22,7 @@ MMG_PSNR_TO_TEACHER = 28.0   # measured 29.7 dB (pan_lion, sunset, 2 frames, 8 s
 ADAPTOR_PSNR_TO_FULL = 32.0  # measured 34.3 dB trained vs 30.1 dB identity (real_earth, sepia, clock 2; stage 17);
 #                             teacher: 35.0 vs 29.7 dB in the stop-21 evaluation row
 AE_PSNR_REAL_EARTH = 30.0    # measured 31.7 dB (4 frames; dark-decoder autoencoder, 29.0 dB before it)
+ONESTEP_PSNR_TO_TARGET = 23.0  # measured 25.0 dB (pan_lion, sunset, 2 frames, 1 step; edit strength 0.162 -> 0.193 over s_T 2 -> 14)
 TEACHER_PSNR_TO_TARGET = 22.0  # measured 25.2 dB sunset, 32.0 dB fog (pan_lion, 2 frames, 8 steps, s_T 4, s_I 1.5; stage 12)
 
 
@@ -78,3 +81,21 @@ def test_trained_adaptor_beats_the_identity(family, model):
     trained = metrics.psnr(_edit(family, frames, "sepia", f"{model}+clockwork"), full)
     identity = metrics.psnr(_edit(family, frames, "sepia", f"{model}+clockwork-identity"), full)
     assert trained > identity and trained > ADAPTOR_PSNR_TO_FULL
+
+
+def test_onestep_student_edits_in_one_pass_and_keeps_the_text_slider(family):
+    from editor.eval.evaluate import SWEEP_TEXT
+    from editor.variants import get_variant
+
+    assert get_variant("onestep").available(family)
+    assert get_variant("onestep").unet_passes(EditRequest("x", steps=20, variant="onestep")) == 1
+    frames = _clip("pan_lion.mp4", frames=2)
+    targets = edits.all_targets(frames, 0)
+    out = _edit(family, frames, "sunset", "onestep", steps=1)
+    assert metrics.nearest_family(out, targets) == "sunset"
+    assert metrics.psnr(out, targets["sunset"]) > ONESTEP_PSNR_TO_TARGET
+    instruction = edits.FAMILIES["sunset"].instructions("seen")[0]
+    strength = [metrics.edit_strength(Editor(family).edit_frames(frames, EditRequest(
+        instruction, replace(family.default_guidance, text=s), steps=1, variant="onestep")).frames, frames)
+        for s in (SWEEP_TEXT[0], SWEEP_TEXT[-1])]
+    assert strength[1] > strength[0]

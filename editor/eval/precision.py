@@ -34,6 +34,7 @@ WEIGHTS = "diffusion_pytorch_model.safetensors"
 CHECKS = {
     "unet": ("teacher", 2),
     "student_mmg": ("mmg", 2),
+    "student_onestep": ("onestep", 2),
     "clockwork_mmg": ("mmg+clockwork", 2),
     "clockwork_mmg_clock4": ("mmg+clockwork", 4),
     "clockwork_teacher": ("teacher+clockwork", 2),

@@ -119,7 +119,7 @@ def sample_bank(a: argparse.Namespace, export: Path, pool, bank: torch.Tensor, e
                 noise_schedule) -> SampleBank:
     """The bank named by ``--bank-cache`` (default ``OUT/bank.pt``), recorded and saved when missing."""
     settings = {"n": a.bank_size, "steps": a.bank_steps, "seed": a.seed, "pool": a.pool, "dark_share": a.dark_share,
-                "policy": str(export / "student_mmg"), "text_range": list(TEXT_RANGE), "image_range": list(IMAGE_RANGE)}
+                "policy": "student_mmg", "text_range": list(TEXT_RANGE), "image_range": list(IMAGE_RANGE)}
     cache = a.bank_cache or Path(a.out) / "bank.pt"
     if cache.exists():
         return load_fields(SampleBank, cache, settings)

@@ -25,7 +25,7 @@ import numpy as np
 
 from editor import video_io
 from editor.study.store import (CHOICES, MAX_DECIDE_MS, DuplicateVote, PairRefused, Store, VoteCapReached,
-                                file_sha256)
+                                canonical_choice, file_sha256)
 from editor.study.tokens import (InvalidToken, Rater, RaterTokens, is_pair_token, load_secret, new_pair_token,
                                  secret_path_for)
 from ui.common import ProgressReport, ProgressSink, UserError, edit_clip, load_clip, request_from_settings
@@ -192,17 +192,6 @@ def check_decide_ms(decide_ms) -> float | None:
             or not 0 <= decide_ms <= MAX_DECIDE_MS:
         raise UserError(f"decide_ms must be a number of milliseconds from 0 to {MAX_DECIDE_MS}.")
     return float(decide_ms)
-
-
-def canonical_choice(shown_choice, shown_left: str) -> str:
-    """The rater's click (``A`` = left, ``B`` = right, ``tie``, ``both_bad``) in the pair's canonical sides."""
-    if shown_choice not in SHOWN:
-        raise UserError(f"The choice must be one of {', '.join(SHOWN)}.")
-    if shown_choice in ("tie", "both_bad"):
-        return shown_choice
-    if shown_choice == "A":
-        return shown_left
-    return "B" if shown_left == "A" else "A"
 
 
 def reveal(pair: Mapping, shown_choice: str) -> str:

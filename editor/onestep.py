@@ -30,7 +30,8 @@ from diffusers.models.embeddings import get_timestep_embedding
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from editor.clockwork import down_block_forward, mid_block_forward, time_embedding
-from editor.mmg import guidance_embedding
+from editor.guidance import Conditioning, PerSampleGuidance
+from editor.mmg import MMGDenoiser, guidance_embedding
 
 STUDENT_TIMESTEPS = (999, 749, 499, 249)  # DDIM trailing timesteps of 1, 2 and 4 steps over 1000 training steps
 STEP_OPTIONS = (1, 2, 4)                  # sampling steps the one-step student is trained for
@@ -42,8 +43,8 @@ def predict_x0(unet, x_t: torch.Tensor, t: torch.Tensor, source: torch.Tensor, t
     from the schedule's parameterisation (``scheduler.config.prediction_type``, v or epsilon) with its
     ``alphas_cumprod``. At ``t = 999`` from pure noise this is what one DDIM step of ``editor.sampling.sample``
     returns."""
-    emb = guidance_embedding(s_t, s_i, unet.config.time_cond_proj_dim).to(x_t.device, x_t.dtype)
-    out = unet(torch.cat([x_t, source], 1), t, text, timestep_cond=emb.expand(len(x_t), -1)).sample
+    guidance = PerSampleGuidance.of(s_t, s_i, len(x_t), x_t)
+    out = MMGDenoiser(unet)(x_t, t, Conditioning(source, text, empty=text, guidance=guidance))  # empty: unused in 1 pass
     a = scheduler.alphas_cumprod.to(x_t.device)[t].to(x_t.dtype).view(-1, 1, 1, 1)
     if scheduler.config.prediction_type == "epsilon":
         return (x_t - (1 - a).sqrt() * out) / a.sqrt()

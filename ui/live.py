@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import gradio as gr
 import numpy as np
 import torch
 from PIL import Image
 
-from editor.guidance import Guidance
-from editor.pipeline import FAST, EditRequest, Editor
+from editor.pipeline import FAST, Editor
 from editor.variants import VARIANTS, available_variants
-from ui.common import UserError
+from ui.common import make_request
 from ui.serving import gradio_handler
 from ui.widgets import App, guidance_sliders, instruction_input
 
@@ -116,14 +115,8 @@ def edit_live_frame(editor: Editor, frame: np.ndarray | None, instruction: str |
     instruction = (instruction or "").strip()
     if not instruction:
         return frame, "Type an instruction to edit the stream.", session
-    names = available_variants(editor.family)
-    if variant not in names:
-        raise UserError(f"Unknown variant {variant!r}; choose one of: {', '.join(names)}.")
-    try:
-        request = EditRequest(instruction, Guidance(text=float(s_t), image=float(s_i)), steps=int(steps),
-                              variant=variant, cross_frame=False)
-    except (TypeError, ValueError) as e:
-        raise UserError(f"Invalid settings: {e}.") from e
+    request = replace(make_request(instruction, variant, s_t, s_i, steps, 0, available_variants(editor.family)),
+                      cross_frame=False)  # one frame at a time: no anchor to attend to
     states = session.instruction_states(editor, instruction)
     t0 = time.perf_counter()
     result = editor.edit_frames(frame[None], request, instruction_states=states)

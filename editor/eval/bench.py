@@ -40,7 +40,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
 from editor import video_io
-from editor.clockwork import step_flops
+from editor.clockwork import DEFAULT_CLOCK, step_flops
 from editor.cross_frame_attention import FrameLayout
 from editor.layout import frames_to_images
 from editor.loading import load_family, model_source
@@ -272,7 +272,7 @@ def main(argv=None) -> dict:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--instruction", default="make it look like it was filmed at night")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    p.add_argument("--clock", type=int, default=2, help="Clockwork variants: full UNet every clock-th step")
+    p.add_argument("--clock", type=int, default=DEFAULT_CLOCK, help="Clockwork variants: full UNet every clock-th step")
     p.add_argument("--repeats", type=int, default=3, help="timed rounds (medians are reported)")
     p.add_argument("--speed", choices=("fast", "exact"), default="fast",
                    help="fast: the app's engine settings (bf16, channels-last autoencoder); exact: fp32")
@@ -292,7 +292,7 @@ def main(argv=None) -> dict:
     except (KeyError, ValueError) as e:
         p.error(str(e))
     sides = [int(x) for x in a.short_sides.split(",")] if a.short_sides else [a.size]
-    requests = {v: EditRequest(a.instruction, family.default_guidance, steps=n, variant=v, clock=a.clock)
+    requests = {v: EditRequest.from_settings(a.instruction, v, family=family, steps=n, clock=a.clock)
                 for v, n in plan.items()}
     report = {"settings": {"size": sides[0], "short_sides": sides, "frames": a.frames, "steps": steps,
                            "variant_steps": plan, "clock": a.clock, "threads": torch.get_num_threads(),

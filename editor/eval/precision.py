@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from editor import video_io
+from editor.clockwork import DEFAULT_CLOCK
 from editor.eval import metrics
 from editor.layout import frames_to_images, images_to_frames
 from editor.loading import EMBEDDED, load_family
@@ -32,12 +33,12 @@ THRESHOLD_DB = 40.0
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 # model folder -> the variant and clock whose output it changes (None: the autoencoder's reconstruction)
 CHECKS = {
-    "unet": ("teacher", 2),
-    "student_mmg": ("mmg", 2),
-    "student_onestep": ("onestep", 2),
-    "clockwork_mmg": ("mmg+clockwork", 2),
+    "unet": ("teacher", DEFAULT_CLOCK),
+    "student_mmg": ("mmg", DEFAULT_CLOCK),
+    "student_onestep": ("onestep", DEFAULT_CLOCK),
+    "clockwork_mmg": ("mmg+clockwork", DEFAULT_CLOCK),
     "clockwork_mmg_clock4": ("mmg+clockwork", 4),
-    "clockwork_teacher": ("teacher+clockwork", 2),
+    "clockwork_teacher": ("teacher+clockwork", DEFAULT_CLOCK),
     "autoencoder": None,
 }
 EDITS = ("sunset", "cartoon")  # a colour edit and a structural one, each worded by its first seen paraphrase
@@ -66,8 +67,8 @@ def fp16_copy(family: str | Path, folders: list[str], out: str | Path) -> Path:
 
 
 def edit(family, frames: np.ndarray, fid: str, variant: str, clock: int, steps: int) -> np.ndarray:
-    request = EditRequest(edits.FAMILIES[fid].instructions("seen")[0], family.default_guidance, steps=steps,
-                          seed=0, variant=variant, clock=clock)
+    request = EditRequest.from_settings(edits.FAMILIES[fid].instructions("seen")[0], variant, family=family,
+                                        steps=steps, clock=clock)
     return Editor(family).edit_frames(frames, request).frames
 
 

@@ -239,7 +239,25 @@ class StudyPair(Base):
     timings: Mapped[dict | None] = mapped_column(JSON)          # revision 0002: {"a": {...}, "b": {...}}
 
 
-class Vote(Base):
+class PairColumns:
+    """What a shown pair and a vote on it both record: the clip, the instruction, each side's variant, parameters,
+    seed (64-bit since revision 0003) and timings, and which side was shown on the left."""
+
+    pair_key: Mapped[str] = mapped_column(String(64))
+    clip_hash: Mapped[str] = mapped_column(String(64))
+    instruction: Mapped[str] = mapped_column(Text)
+    variant_a: Mapped[str] = mapped_column(String(100))
+    params_a: Mapped[dict] = mapped_column(JSON, default=dict)
+    seed_a: Mapped[int | None] = mapped_column(SeedInt)
+    timings_a: Mapped[dict | None] = mapped_column(JSON)
+    variant_b: Mapped[str] = mapped_column(String(100))
+    params_b: Mapped[dict] = mapped_column(JSON, default=dict)
+    seed_b: Mapped[int | None] = mapped_column(SeedInt)
+    timings_b: Mapped[dict | None] = mapped_column(JSON)
+    shown_left: Mapped[str] = mapped_column(String(1))
+
+
+class Vote(PairColumns, Base):
     __tablename__ = "votes"
     __table_args__ = (
         UniqueConstraint("rater_id", "pair_key", name="uq_votes_rater_pair"),
@@ -257,24 +275,12 @@ class Vote(Base):
     app_version: Mapped[str] = mapped_column(String(64), default="")
     study_id: Mapped[str | None] = mapped_column(ForeignKey("studies.id", ondelete="SET NULL"))
     pair_id: Mapped[int | None] = mapped_column(ForeignKey("study_pairs.id", ondelete="SET NULL"))
-    pair_key: Mapped[str] = mapped_column(String(64))
-    clip_hash: Mapped[str] = mapped_column(String(64))
-    instruction: Mapped[str] = mapped_column(Text)
-    variant_a: Mapped[str] = mapped_column(String(100))
-    params_a: Mapped[dict] = mapped_column(JSON, default=dict)
-    seed_a: Mapped[int | None] = mapped_column(SeedInt)       # revision 0003: 64-bit
-    timings_a: Mapped[dict | None] = mapped_column(JSON)
-    variant_b: Mapped[str] = mapped_column(String(100))
-    params_b: Mapped[dict] = mapped_column(JSON, default=dict)
-    seed_b: Mapped[int | None] = mapped_column(SeedInt)
-    timings_b: Mapped[dict | None] = mapped_column(JSON)
-    shown_left: Mapped[str] = mapped_column(String(1))
     choice: Mapped[str] = mapped_column(String(8))
     decide_ms: Mapped[int] = mapped_column(Integer)
     pair_token: Mapped[str | None] = mapped_column(String(64))  # revision 0003: the shown pair voted on
 
 
-class ShownPair(Base):
+class ShownPair(PairColumns, Base):
     """A pair as the server made it for one rater (revision 0003): the vote reads everything from here."""
 
     __tablename__ = "shown_pairs"
@@ -288,18 +294,6 @@ class ShownPair(Base):
     rater_id: Mapped[str] = mapped_column(String(128))
     study_id: Mapped[str | None] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
     study_pair_id: Mapped[int | None] = mapped_column(ForeignKey("study_pairs.id", ondelete="CASCADE"))
-    pair_key: Mapped[str] = mapped_column(String(64))
-    clip_hash: Mapped[str] = mapped_column(String(64))
-    instruction: Mapped[str] = mapped_column(Text)
-    variant_a: Mapped[str] = mapped_column(String(100))
-    params_a: Mapped[dict] = mapped_column(JSON, default=dict)
-    seed_a: Mapped[int | None] = mapped_column(SeedInt)
-    timings_a: Mapped[dict | None] = mapped_column(JSON)
-    variant_b: Mapped[str] = mapped_column(String(100))
-    params_b: Mapped[dict] = mapped_column(JSON, default=dict)
-    seed_b: Mapped[int | None] = mapped_column(SeedInt)
-    timings_b: Mapped[dict | None] = mapped_column(JSON)
-    shown_left: Mapped[str] = mapped_column(String(1))
 
 
 def _row_dict(row, columns) -> dict:
